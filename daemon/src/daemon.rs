@@ -1,0 +1,348 @@
+//! Wires the stages together: load config, open state, build the store, start
+//! scraping, serve HTTP; reload on request; stop in order.
+//!
+//! The only place that knows every stage. Stages get handles injected here and
+//! never reach for each other. Start order is the data flow (state → store →
+//! collect → web); stop order is its reverse, commented in [`Daemon::stop`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::collect::{now_ms, ScrapeManager};
+use crate::config::{Config, ConfigError, LoadedConfig};
+use crate::state::{ReloadRecord, StateDb, StateError};
+use crate::store::Store;
+use crate::telemetry::Telemetry;
+use crate::web::{self, AppState};
+
+/// How `homeostat run` was asked to start.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Config file; `None` runs the embedded default.
+    pub config_path: Option<PathBuf>,
+    /// Overrides `web.listen_address` (and, in the embedded default, the
+    /// self-scrape target).
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    State(#[from] StateError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("HTTP server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+impl RunOptions {
+    /// Loads the config this run uses, applying the command-line overrides.
+    pub fn load(&self) -> Result<LoadedConfig, ConfigError> {
+        let listen = self.listen.clone();
+        let lookup = move |k: &str| match (k, &listen) {
+            ("HOMEOSTAT_LISTEN", Some(l)) => Some(l.clone()),
+            _ => std::env::var(k).ok(),
+        };
+        let mut loaded = match &self.config_path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| ConfigError {
+                    file: p.display().to_string(),
+                    issues: vec![crate::config::ConfigIssue {
+                        path: None,
+                        line: None,
+                        column: None,
+                        message: format!("cannot read config file: {e}"),
+                    }],
+                })?;
+                Config::load_with_env(&text, crate::config::ConfigSource::File(p.clone()), &lookup)?
+            }
+            None => Config::load_with_env(
+                crate::config::EMBEDDED_DEFAULT,
+                crate::config::ConfigSource::Embedded,
+                &lookup,
+            )?,
+        };
+        if let Some(l) = &self.listen {
+            loaded.config.web.listen_address = l.clone();
+        }
+        Ok(loaded)
+    }
+}
+
+/// A reload asked for by `trigger` (`sighup`, `api`), with where to answer.
+pub type ReloadRequest = (String, oneshot::Sender<Result<(), String>>);
+
+/// Asks the daemon to re-read its config; answers with the outcome.
+#[derive(Clone)]
+pub struct ReloadHandle {
+    tx: mpsc::Sender<ReloadRequest>,
+}
+
+impl ReloadHandle {
+    /// A handle and the receiving end the reloader (or a test) serves.
+    pub fn channel() -> (ReloadHandle, mpsc::Receiver<ReloadRequest>) {
+        let (tx, rx) = mpsc::channel(4);
+        (ReloadHandle { tx }, rx)
+    }
+
+    pub async fn reload(&self, trigger: &str) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send((trigger.to_string(), tx))
+            .await
+            .map_err(|_| "daemon is shutting down".to_string())?;
+        rx.await
+            .map_err(|_| "daemon is shutting down".to_string())?
+    }
+}
+
+/// A running daemon.
+pub struct Daemon {
+    pub addr: SocketAddr,
+    pub store: Arc<Store>,
+    pub reload: ReloadHandle,
+    shutdown: CancellationToken,
+    http_stop: CancellationToken,
+    tracker: TaskTracker,
+    server: tokio::task::JoinHandle<Result<(), std::io::Error>>,
+    state: StateDb,
+}
+
+impl Daemon {
+    /// Starts every stage and returns once the HTTP server is listening.
+    pub async fn start(opts: RunOptions) -> Result<Daemon, DaemonError> {
+        let loaded = opts.load()?;
+        let cfg = &loaded.config;
+        tracing::info!(source = %loaded.source.name(), jobs = cfg.scrape_configs.len(), "config loaded");
+
+        let state = StateDb::open(&loaded.resolve_path(&cfg.state.path)).await?;
+        let store = Arc::new(Store::new(cfg.storage.store_config()));
+        let telemetry = Arc::new(Telemetry::new(store.clone()));
+        telemetry.config.last_reload_successful.set(1);
+        telemetry
+            .config
+            .last_reload_success_timestamp
+            .set(now_ms() as f64 / 1000.0);
+        record(&state, &loaded, "start", None).await;
+
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let scrape = ScrapeManager::start(
+            store.clone(),
+            telemetry.scrape.clone(),
+            tracker.clone(),
+            shutdown.clone(),
+        );
+        scrape
+            .apply(cfg.scrape_configs.clone(), loaded.source.base_dir())
+            .await;
+
+        let retention = Arc::new(Mutex::new(cfg.storage.retention.0));
+        spawn_retention(&tracker, &shutdown, store.clone(), retention.clone());
+
+        let (reload, reload_rx) = ReloadHandle::channel();
+        let ready = Arc::new(AtomicBool::new(false));
+        let app = web::router(
+            AppState {
+                store: store.clone(),
+                targets: scrape.registry.clone(),
+                telemetry: telemetry.clone(),
+                reload: reload.clone(),
+                ready: ready.clone(),
+            },
+            &cfg.web,
+        );
+        let listener = tokio::net::TcpListener::bind(&cfg.web.listen_address)
+            .await
+            .map_err(|source| DaemonError::Listen {
+                addr: cfg.web.listen_address.clone(),
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(DaemonError::Serve)?;
+        let http_stop = CancellationToken::new();
+        let stop = http_stop.clone();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        });
+
+        let reloader = Reloader {
+            opts,
+            current: loaded,
+            scrape,
+            state: state.clone(),
+            telemetry,
+            retention,
+            store: store.clone(),
+        };
+        tracker.spawn(reloader.run(reload_rx, shutdown.clone()));
+
+        ready.store(true, Ordering::Release);
+        tracing::info!(%addr, "homeostat is ready");
+        Ok(Daemon {
+            addr,
+            store,
+            reload,
+            shutdown,
+            http_stop,
+            tracker,
+            server,
+            state,
+        })
+    }
+
+    /// Stops in reverse data-flow order.
+    pub async fn stop(self) -> Result<(), DaemonError> {
+        // 1. Stop taking requests; in-flight ones finish (bounded by the
+        //    request timeout layer).
+        self.http_stop.cancel();
+        let served = self.server.await;
+        // 2. Stop scrape loops, discovery and the reloader; wait for them so
+        //    no stage writes after the state database closes.
+        self.shutdown.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+        // 3. Close the state database last: every stage above may write to it.
+        self.state.close().await;
+        match served {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(DaemonError::Serve(e)),
+            Err(e) => Err(DaemonError::Serve(std::io::Error::other(e.to_string()))),
+        }
+    }
+}
+
+/// Runs until SIGTERM or Ctrl-C; SIGHUP reloads the config.
+pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
+    let daemon = Daemon::start(opts).await?;
+    let reload = daemon.reload.clone();
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(DaemonError::Serve)?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(DaemonError::Serve)?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                // The outcome is logged and exported by the reloader.
+                let _ = reload.reload("sighup").await;
+            }
+            _ = term.recv() => { tracing::info!("received SIGTERM, shutting down"); break; }
+            _ = tokio::signal::ctrl_c() => { tracing::info!("received interrupt, shutting down"); break; }
+        }
+    }
+    daemon.stop().await?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+async fn record(state: &StateDb, loaded: &LoadedConfig, trigger: &str, error: Option<String>) {
+    let rec = ReloadRecord {
+        at_ms: now_ms(),
+        source: loaded.source.name(),
+        trigger: trigger.to_string(),
+        success: error.is_none(),
+        error,
+    };
+    if let Err(e) = state.record_reload(&rec).await {
+        tracing::warn!(error = %e, "cannot record config load in the state database");
+    }
+}
+
+fn spawn_retention(
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+    store: Arc<Store>,
+    retention: Arc<Mutex<Duration>>,
+) {
+    let stop = shutdown.clone();
+    tracker.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let keep = *retention.lock();
+            let mint = now_ms() - keep.as_millis() as i64;
+            let s = store.clone();
+            let stats = tokio::task::spawn_blocking(move || s.truncate_before(mint)).await;
+            if let Ok(st) = stats {
+                tracing::debug!(?st, "retention pass");
+            }
+        }
+    });
+}
+
+/// Owns the current config and applies new ones; one reload at a time.
+struct Reloader {
+    opts: RunOptions,
+    current: LoadedConfig,
+    scrape: ScrapeManager,
+    state: StateDb,
+    telemetry: Arc<Telemetry>,
+    retention: Arc<Mutex<Duration>>,
+    store: Arc<Store>,
+}
+
+impl Reloader {
+    async fn run(mut self, mut rx: mpsc::Receiver<ReloadRequest>, stop: CancellationToken) {
+        loop {
+            let (trigger, reply) = tokio::select! {
+                _ = stop.cancelled() => break,
+                r = rx.recv() => match r { Some(r) => r, None => break },
+            };
+            let result = self.reload(&trigger).await;
+            let _ = reply.send(result);
+        }
+    }
+
+    async fn reload(&mut self, trigger: &str) -> Result<(), String> {
+        let loaded = match self.opts.load() {
+            Ok(l) => l,
+            Err(e) => {
+                // Keep running on the old config; say so everywhere an
+                // engineer might look.
+                self.telemetry.config.last_reload_successful.set(0);
+                tracing::error!(trigger, error = %e, "config reload failed; keeping the running config");
+                let msg = e.to_string();
+                record(&self.state, &self.current, trigger, Some(msg.clone())).await;
+                return Err(msg);
+            }
+        };
+        let (old, new) = (&self.current.config, &loaded.config);
+        if old.web != new.web {
+            tracing::warn!("web settings changed; they take effect after a restart");
+        }
+        if old.state != new.state {
+            tracing::warn!("state settings changed; they take effect after a restart");
+        }
+        *self.retention.lock() = new.storage.retention.0;
+        self.store.set_max_series(new.storage.max_series);
+        self.scrape
+            .apply(new.scrape_configs.clone(), loaded.source.base_dir())
+            .await;
+        self.current = loaded;
+        self.telemetry.config.last_reload_successful.set(1);
+        self.telemetry
+            .config
+            .last_reload_success_timestamp
+            .set(now_ms() as f64 / 1000.0);
+        record(&self.state, &self.current, trigger, None).await;
+        tracing::info!(trigger, "config reloaded");
+        Ok(())
+    }
+}

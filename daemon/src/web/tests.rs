@@ -1,0 +1,127 @@
+//! Handler tests without a socket (`oneshot`).
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use tower::ServiceExt;
+
+use super::*;
+use crate::store::{Store, StoreConfig};
+
+fn app(ready: bool, reload_ok: bool) -> Router {
+    let store = Arc::new(Store::new(StoreConfig {
+        retention_ms: 3_600_000,
+        max_series: 1000,
+    }));
+    let (reload, mut rx) = ReloadHandle::channel();
+    tokio::spawn(async move {
+        while let Some((_, reply)) = rx.recv().await {
+            let _ = reply.send(if reload_ok {
+                Ok(())
+            } else {
+                Err("test.yaml:3: bad".into())
+            });
+        }
+    });
+    let cfg = WebConfig {
+        max_request_body: ByteSize(16),
+        ..Default::default()
+    };
+    router(
+        AppState {
+            telemetry: Arc::new(Telemetry::new(store.clone())),
+            store,
+            targets: TargetRegistry::default(),
+            reload,
+            ready: Arc::new(AtomicBool::new(ready)),
+        },
+        &cfg,
+    )
+}
+
+async fn call(app: Router, method: &str, uri: &str, body: &'static str) -> (StatusCode, String) {
+    let req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-length", body.len())
+        .body(Body::from(body))
+        .unwrap();
+    let resp = app.oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    assert_eq!(
+        call(app(false, true), "GET", "/-/healthy", "").await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call(app(false, true), "GET", "/-/ready", "").await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(
+        call(app(true, true), "GET", "/-/ready", "").await.0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn reload_reports_failure_as_500_with_reason() {
+    assert_eq!(
+        call(app(true, true), "POST", "/-/reload", "").await.0,
+        StatusCode::OK
+    );
+    let (status, body) = call(app(true, false), "POST", "/-/reload", "").await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(body.contains("test.yaml:3: bad"), "{body}");
+    assert_eq!(
+        call(app(true, true), "GET", "/-/reload", "").await.0,
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+}
+
+#[tokio::test]
+async fn oversized_body_is_refused() {
+    let (status, _) = call(
+        app(true, true),
+        "POST",
+        "/-/reload",
+        "this body is longer than sixteen bytes",
+    )
+    .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+#[tokio::test]
+async fn metrics_are_openmetrics_with_build_info() {
+    let (status, body) = call(app(true, true), "GET", "/metrics", "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("homeostat_build_info{"), "{body}");
+    assert!(body.contains("homeostat_store_series 0"), "{body}");
+    assert!(body.contains("process_resident_memory_bytes"), "{body}");
+    assert!(body.ends_with("# EOF\n"), "{body}");
+}
+
+#[tokio::test]
+async fn targets_and_buildinfo_have_prometheus_shape() {
+    let (status, body) = call(app(true, true), "GET", "/api/v1/targets", "").await;
+    assert_eq!(status, StatusCode::OK);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["status"], "success");
+    assert!(v["data"]["activeTargets"].is_array());
+    assert!(v["data"]["droppedTargets"].is_array());
+    let (status, body) = call(app(true, true), "GET", "/api/v1/targets?state=bogus", "").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["errorType"], "bad_data");
+    let (_, body) = call(app(true, true), "GET", "/api/v1/status/buildinfo", "").await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["data"]["version"], env!("CARGO_PKG_VERSION"));
+}

@@ -1,0 +1,336 @@
+//! Test support for end-to-end tests: free ports, temp dirs, real server
+//! processes that are waited for and stopped cleanly, and scriptable HTTP
+//! targets.
+//!
+//! Every later end-to-end test (PostgreSQL, Redis, Alertmanager, SMTP, HAProxy,
+//! Chromium) starts its servers through [`ServerProcess`]; nothing here mocks a
+//! server that can run on this machine.
+
+use std::io::{Read, Write as _};
+use std::net::{SocketAddr, TcpListener as StdListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port on 127.0.0.1")
+}
+
+pub fn temp_dir() -> TempDir {
+    tempfile::Builder::new()
+        .prefix("homeostat-e2e-")
+        .tempdir()
+        .expect("cannot create temp dir")
+}
+
+/// Polls `cond` until it holds or `timeout` passes; returns whether it held.
+pub async fn wait_until<F, Fut>(timeout: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// True once something accepts TCP connections on `addr`.
+pub fn port_open(addr: SocketAddr) -> bool {
+    TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+}
+
+/// Finds an executable on PATH or in the usual Debian locations.
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(
+            ["/usr/sbin", "/usr/bin", "/usr/local/bin"]
+                .iter()
+                .map(PathBuf::from),
+        )
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// The `homeostat` binary of this workspace (built by the test command).
+pub fn homeostat_bin() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    for profile in ["debug", "release"] {
+        let p = target.join(profile).join("homeostat");
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!(
+        "homeostat binary not found under {}: run `cargo build --workspace --bins` first (scripts/test.sh does)",
+        target.display()
+    );
+}
+
+/// A real server process: output captured to files in its own temp dir,
+/// stopped with SIGTERM (then SIGKILL) when dropped.
+pub struct ServerProcess {
+    pub name: String,
+    pub child: Option<Child>,
+    pub dir: TempDir,
+    pub log_path: PathBuf,
+}
+
+impl ServerProcess {
+    pub fn spawn(
+        name: &str,
+        program: &Path,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> std::io::Result<Self> {
+        let dir = temp_dir();
+        let log_path = dir.path().join(format!("{name}.log"));
+        let log = std::fs::File::create(&log_path)?;
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn()?;
+        Ok(ServerProcess {
+            name: name.to_string(),
+            child: Some(child),
+            dir,
+            log_path,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// What the process printed so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Waits until `addr` accepts connections, failing with the server's log
+    /// if it exits or the timeout passes.
+    pub async fn wait_for_port(&mut self, addr: SocketAddr, timeout: Duration) {
+        let ok = wait_until(timeout, || {
+            let alive = self
+                .child
+                .as_mut()
+                .map(|c| matches!(c.try_wait(), Ok(None)))
+                .unwrap_or(false);
+            async move { !alive || port_open(addr) }
+        })
+        .await;
+        let alive = self
+            .child
+            .as_mut()
+            .map(|c| matches!(c.try_wait(), Ok(None)))
+            .unwrap_or(false);
+        assert!(
+            ok && alive && port_open(addr),
+            "{} did not start listening on {addr}; log:\n{}",
+            self.name,
+            self.log()
+        );
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) with a pid we own.
+        unsafe {
+            libc_kill(self.pid() as i32, sig);
+        }
+    }
+
+    /// SIGTERM, then SIGKILL after `grace`; returns the exit status.
+    pub fn stop(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        if let Ok(Some(st)) = child.try_wait() {
+            return Some(st);
+        }
+        // SAFETY: as above.
+        unsafe {
+            libc_kill(child.id() as i32, 15);
+        }
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = child.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        child.wait().ok()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.stop(Duration::from_secs(5));
+    }
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+pub const SIGHUP: i32 = 1;
+pub const SIGKILL: i32 = 9;
+pub const SIGTERM: i32 = 15;
+
+/// What a [`TestTarget`] does with the next scrape.
+#[derive(Clone, Debug)]
+pub enum Behavior {
+    /// 200 with this body as Prometheus text format.
+    Text(String),
+    /// 200 with this body as OpenMetrics.
+    OpenMetrics(String),
+    /// 200 with this body gzip-compressed (`Content-Encoding: gzip`).
+    Gzip(String),
+    /// Answer only after this long.
+    Hang(Duration),
+    /// Respond with this HTTP status and no body.
+    Status(u16),
+}
+
+/// A scrape target served by the test, switchable between behaviours at run
+/// time; [`TestTarget::close`] makes it disappear (connection refused).
+pub struct TestTarget {
+    pub addr: SocketAddr,
+    behavior: Arc<Mutex<Behavior>>,
+    scrapes: Arc<Mutex<u64>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestTarget {
+    pub async fn start(behavior: Behavior) -> TestTarget {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind target");
+        let addr = listener.local_addr().expect("target addr");
+        let behavior = Arc::new(Mutex::new(behavior));
+        let scrapes = Arc::new(Mutex::new(0));
+        let (b, s) = (behavior.clone(), scrapes.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let (b, s) = (b.clone(), s.clone());
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 8192];
+                    let mut got = 0;
+                    loop {
+                        match sock.read(&mut buf[got..]).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got += n,
+                        }
+                        if buf[..got].windows(4).any(|w| w == b"\r\n\r\n") || got == buf.len() {
+                            break;
+                        }
+                    }
+                    *s.lock().unwrap() += 1;
+                    let behavior = b.lock().unwrap().clone();
+                    let (status, ctype, enc, body): (u16, &str, Option<&str>, Vec<u8>) =
+                        match behavior {
+                            Behavior::Text(t) => (
+                                200,
+                                "text/plain; version=0.0.4; charset=utf-8",
+                                None,
+                                t.into_bytes(),
+                            ),
+                            Behavior::OpenMetrics(t) => (
+                                200,
+                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                                None,
+                                t.into_bytes(),
+                            ),
+                            Behavior::Gzip(t) => {
+                                let mut enc = flate2::write::GzEncoder::new(
+                                    Vec::new(),
+                                    flate2::Compression::default(),
+                                );
+                                let _ = enc.write_all(t.as_bytes());
+                                (
+                                    200,
+                                    "text/plain; version=0.0.4",
+                                    Some("gzip"),
+                                    enc.finish().unwrap_or_default(),
+                                )
+                            }
+                            Behavior::Hang(d) => {
+                                tokio::time::sleep(d).await;
+                                (200, "text/plain", None, b"late_metric 1\n".to_vec())
+                            }
+                            Behavior::Status(code) => (code, "text/plain", None, Vec::new()),
+                        };
+                    let mut head = format!(
+                        "HTTP/1.1 {status} X\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n",
+                        body.len()
+                    );
+                    if let Some(e) = enc {
+                        head.push_str(&format!("Content-Encoding: {e}\r\n"));
+                    }
+                    head.push_str("\r\n");
+                    let _ = sock.write_all(head.as_bytes()).await;
+                    let _ = sock.write_all(&body).await;
+                    let _ = sock.shutdown().await;
+                });
+            }
+        });
+        TestTarget {
+            addr,
+            behavior,
+            scrapes,
+            task,
+        }
+    }
+
+    pub fn set(&self, b: Behavior) {
+        *self.behavior.lock().unwrap() = b;
+    }
+
+    pub fn scrapes(&self) -> u64 {
+        *self.scrapes.lock().unwrap()
+    }
+
+    /// Stops listening: later scrapes get "connection refused".
+    pub fn close(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for TestTarget {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A blocking HTTP GET for tests that run outside an async context.
+pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
