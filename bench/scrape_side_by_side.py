@@ -21,7 +21,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.parse
 import urllib.request
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -52,12 +51,16 @@ def wait_http(url, timeout=30):
     raise SystemExit(f"{url} did not answer within {timeout}s")
 
 
-def series_count(url, query):
+def metric_value(url, name):
+    """The value of an unlabelled sample in a /metrics page, or '?'."""
     try:
-        with urllib.request.urlopen(url + "/api/v1/query?query=" + urllib.parse.quote(query), timeout=5) as r:
-            return json.load(r)["data"]["result"][0]["value"][1]
-    except Exception as e:  # noqa: BLE001
-        return f"? ({e})"
+        with urllib.request.urlopen(url, timeout=5) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith(name + " "):
+                    return line.split()[1]
+    except Exception:  # noqa: BLE001
+        pass
+    return "?"
 
 
 def main():
@@ -125,15 +128,8 @@ def main():
         for name, p in (("Prometheus 2.42", prom), ("homeostat", hs)):
             rows.append((name, c1[p.pid] - c0[p.pid], status_kib(p.pid, "VmHWM") / 1024,
                          status_kib(p.pid, "VmRSS") / 1024))
-        hs_series = "?"
-        try:
-            with urllib.request.urlopen("http://127.0.0.1:19400/metrics", timeout=5) as r:
-                for line in r.read().decode().splitlines():
-                    if line.startswith("homeostat_store_series "):
-                        hs_series = line.split()[1]
-        except Exception:  # noqa: BLE001
-            pass
-        prom_series = series_count("http://127.0.0.1:19090", "prometheus_tsdb_head_series")
+        hs_series = metric_value("http://127.0.0.1:19400/metrics", "homeostat_store_series")
+        prom_series = metric_value("http://127.0.0.1:19090/metrics", "prometheus_tsdb_head_series")
         print(f"\n{a.targets} targets x {a.series} series every {a.interval}; "
               f"{a.window}s window after {a.warmup}s warm-up; series held: "
               f"Prometheus {prom_series}, homeostat {hs_series}\n")

@@ -12,4 +12,4 @@ fi
 mkdir -p fuzz/corpus/exposition
 cp -n fuzz/seeds/* fuzz/corpus/exposition/ 2>/dev/null || true
 RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir fuzz exposition fuzz/corpus/exposition -- \
-  -max_total_time="$secs" -rss_limit_mb=2048 -print_final_stats=1 2>&1 | tail -n 25
+  -max_total_time="$secs" -dict=fuzz/exposition.dict -rss_limit_mb=2048 -print_final_stats=1 2>&1 | tail -n 25

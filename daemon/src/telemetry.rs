@@ -51,8 +51,7 @@ impl ScrapeMetrics {
                 Histogram::new(
                     [
                         0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-                    ]
-                    .into_iter(),
+                    ],
                 )
             }),
             scrapes: Family::default(),
@@ -275,12 +274,6 @@ impl ProcessCollector {
             boot_time,
         }
     }
-}
-
-/// CPU seconds, RSS, VSZ, start time and threads of this process.
-pub fn process_stats() -> Option<(f64, f64, f64, f64, f64)> {
-    let p = ProcessCollector::new();
-    p.read()
 }
 
 impl ProcessCollector {

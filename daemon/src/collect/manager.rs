@@ -25,10 +25,13 @@ use super::{Health, LabelShaping, ScrapeLoop, StopReason, TargetHealth};
 use crate::store::Store;
 use crate::telemetry::ScrapeMetrics;
 
+/// (job, target key) → that target's health, updated by its loop.
+type HealthMap = BTreeMap<(String, String), Arc<Mutex<TargetHealth>>>;
+
 /// Health of every active target, shared with the web stage.
 #[derive(Clone, Default)]
 pub struct TargetRegistry {
-    inner: Arc<RwLock<BTreeMap<(String, String), Arc<Mutex<TargetHealth>>>>>,
+    inner: Arc<RwLock<HealthMap>>,
 }
 
 impl TargetRegistry {
@@ -329,10 +332,12 @@ impl Actor {
             for addr in &group.targets {
                 let mut labels: BTreeMap<String, String> = group.labels.clone();
                 labels.insert("job".into(), cfg.job_name.clone());
+                // As in Prometheus, `instance` is a target label derived after
+                // discovery, so it is not among the discovered labels.
+                let mut discovered = labels.clone();
                 labels
                     .entry("instance".into())
                     .or_insert_with(|| addr.clone());
-                let mut discovered = labels.clone();
                 discovered.insert("__address__".into(), addr.clone());
                 discovered.insert("__scheme__".into(), cfg.scheme.clone());
                 discovered.insert("__metrics_path__".into(), cfg.metrics_path.clone());

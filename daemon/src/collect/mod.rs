@@ -324,6 +324,7 @@ pub struct ScrapeLoop<C: Collector> {
     pending: Vec<Pending>,
     synthetic: FxHashMap<&'static str, SeriesRef>,
     iteration: u64,
+    last_ts: i64,
 }
 
 impl<C: Collector> ScrapeLoop<C> {
@@ -353,6 +354,7 @@ impl<C: Collector> ScrapeLoop<C> {
             pending: Vec::new(),
             synthetic: FxHashMap::default(),
             iteration: 0,
+            last_ts: 0,
         }
     }
 
@@ -375,14 +377,34 @@ impl<C: Collector> ScrapeLoop<C> {
                 _ = stop.cancelled() => break,
                 _ = ticker.tick() => {}
             }
+            let ts = self.aligned(now_ms());
             tokio::select! {
                 _ = stop.cancelled() => break,
-                _ = self.round(now_ms()) => {}
+                _ = self.round(ts) => {}
             }
         }
         if *reason.lock() == StopReason::TargetGone {
             self.mark_all_stale(now_ms());
         }
+    }
+
+    /// Snaps a scrape time that is within 2ms of the schedule onto it, as
+    /// Prometheus does (`scrape.timestamp-tolerance`): regular timestamps
+    /// compress to almost nothing, and nothing queries at millisecond scale.
+    fn aligned(&mut self, now: i64) -> i64 {
+        const TOLERANCE_MS: i64 = 2;
+        let interval = self.interval.as_millis() as i64;
+        let expected = self.last_ts + interval;
+        let ts = if self.last_ts > 0
+            && interval > 100 * TOLERANCE_MS
+            && (now - expected).abs() <= TOLERANCE_MS
+        {
+            expected
+        } else {
+            now
+        };
+        self.last_ts = ts;
+        ts
     }
 
     /// One scrape at wall-clock time `ts` (ms). Public so tests can drive time.

@@ -241,13 +241,13 @@ mod tests {
     fn keep_and_drop() {
         let keep = rule("source_labels: [__name__]\nregex: 'http_.*'\naction: keep\n");
         assert!(apply(
-            &[keep.clone()],
+            std::slice::from_ref(&keep),
             &mut ls(&[("__name__", "http_requests_total")])
         ));
         assert!(!apply(&[keep], &mut ls(&[("__name__", "go_goroutines")])));
         let drop = rule("source_labels: [__name__, code]\nregex: 'http_.*;5..'\naction: drop\n");
         assert!(!apply(
-            &[drop.clone()],
+            std::slice::from_ref(&drop),
             &mut ls(&[("__name__", "http_x"), ("code", "503")])
         ));
         assert!(apply(
