@@ -33,6 +33,7 @@ fn up(store: &Store, target: &TestTarget) -> Option<f64> {
         store,
         &[
             eq("__name__", "up"),
+            eq("job", "app"),
             eq("instance", &target.addr.to_string()),
         ],
     )
@@ -52,7 +53,7 @@ fn last_error(targets: &serde_json::Value, t: &TestTarget) -> String {
         .as_array()
         .unwrap()
         .iter()
-        .find(|x| x["labels"]["instance"] == t.addr.to_string())
+        .find(|x| x["scrapePool"] == "app" && x["labels"]["instance"] == t.addr.to_string())
         .map(|x| x["lastError"].as_str().unwrap_or_default().to_string())
         .unwrap_or_else(|| panic!("target {} missing from /api/v1/targets: {targets}", t.addr))
 }
@@ -100,7 +101,12 @@ async fn misbehaving_targets_fail_alone() {
             .map(|t| t.addr.to_string())
             .collect(),
     );
-    let cfg = write_config(dir.path(), &jobs, "");
+    // Same healthy target, but a job whose body limit it exceeds.
+    let small = format!(
+        "  - job_name: small\n    body_size_limit: 64\n    static_configs:\n      - targets: ['{}']\n",
+        good.addr
+    );
+    let cfg = write_config(dir.path(), &jobs, &small);
     let daemon = Daemon::start(RunOptions {
         config_path: Some(cfg),
         listen: Some("127.0.0.1:0".into()),
@@ -160,6 +166,7 @@ async fn misbehaving_targets_fail_alone() {
             &store,
             &[
                 eq("__name__", "scrape_samples_scraped"),
+                eq("job", "app"),
                 eq("instance", &inst)
             ]
         ),
@@ -169,13 +176,18 @@ async fn misbehaving_targets_fail_alone() {
         &store,
         &[
             eq("__name__", "scrape_duration_seconds"),
+            eq("job", "app"),
             eq("instance", &inst)
         ]
     )
     .is_some());
     assert!(latest(
         &store,
-        &[eq("__name__", "scrape_series_added"), eq("instance", &inst)]
+        &[
+            eq("__name__", "scrape_series_added"),
+            eq("job", "app"),
+            eq("instance", &inst)
+        ]
     )
     .is_some());
     // A failed scrape stores nothing of the body.
@@ -193,6 +205,24 @@ async fn misbehaving_targets_fail_alone() {
     assert!(e.contains("timed out"), "hang error: {e}");
     let e = last_error(&t, &s500);
     assert!(e.contains("500"), "status error: {e}");
+    let small = t["data"]["activeTargets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["scrapePool"] == "small")
+        .expect("job small in targets");
+    assert_eq!(small["health"], "down");
+    assert!(
+        small["lastError"]
+            .as_str()
+            .unwrap()
+            .contains("body size limit exceeded"),
+        "{small}"
+    );
+    assert_eq!(
+        latest(&store, &[eq("__name__", "up"), eq("job", "small")]),
+        Some(0.0)
+    );
 
     // The hanging target does not hold back the healthy one: with a 1s
     // interval over ~4s, the good target is scraped repeatedly.
@@ -298,7 +328,8 @@ async fn relabeling_honor_labels_and_file_sd() {
         let s = store.clone();
         let v = latest(&s, &[eq("__name__", "from_file")]);
         let w = latest(&s, &[eq("__name__", "keep_me"), eq("job", "plain")]);
-        async move { v.is_some() && w.is_some() }
+        let x = latest(&s, &[eq("__name__", "debug_noise"), eq("job", "honor")]);
+        async move { v.is_some() && w.is_some() && x.is_some() }
     })
     .await;
     assert!(ready, "file_sd target or relabeled series never appeared");

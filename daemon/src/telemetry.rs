@@ -48,11 +48,9 @@ impl ScrapeMetrics {
     fn new() -> Self {
         ScrapeMetrics {
             duration: Family::new_with_constructor(|| {
-                Histogram::new(
-                    [
-                        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-                    ],
-                )
+                Histogram::new([
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ])
             }),
             scrapes: Family::default(),
             samples: Family::default(),
