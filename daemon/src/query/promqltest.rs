@@ -322,7 +322,12 @@ fn parse(file: &str, text: &str) -> Result<Vec<Cmd>, TestFileError> {
                 while i < lines.len() && !lines[i].is_empty() {
                     let (labels, vals) = parse_series_line(lines[i])
                         .map_err(|e| syntax(file, i + 1, e))?;
-                    series.push((labels, vals));
+                    // As Prometheus's framework: a later definition of the
+                    // same series replaces the earlier one.
+                    match series.iter_mut().find(|(l, _)| *l == labels) {
+                        Some(slot) => slot.1 = vals,
+                        None => series.push((labels, vals)),
+                    }
                     i += 1;
                 }
                 cmds.push(Cmd::Load { step_ms, series });
@@ -499,11 +504,13 @@ fn expand_value(tok: &str, out: &mut Vec<Option<f64>>) -> Result<(), String> {
             parse_number(s)
         }
     };
-    if let Some(v) = single(tok) {
-        out.push(Some(v));
+    // In series values `0x10` is "0 repeated", not hexadecimal.
+    let Some((head, times)) = tok.rsplit_once('x').filter(|(h, t)| {
+        !h.is_empty() && !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit())
+    }) else {
+        out.push(Some(single(tok).ok_or_else(bad)?));
         return Ok(());
-    }
-    let (head, times) = tok.rsplit_once('x').ok_or_else(bad)?;
+    };
     let n: usize = times.parse().map_err(|_| bad())?;
     // `a`, or `a+b` / `a-b`: the sign that is not the leading one and not
     // part of an exponent starts the increment.
