@@ -5,7 +5,7 @@
 //! The crate follows the data flow in DESIGN.md, one module per stage:
 //!
 //! ```text
-//! collect ──► store ──► (query ──► rules ──► alerts ──► notify / playbooks ──► act)
+//! collect ──► store ──► query ──► (rules ──► alerts ──► notify / playbooks ──► act)
 //!                 web: reads every stage · state: the durable record · daemon: wiring
 //! ```
 //!
@@ -15,6 +15,7 @@
 pub mod collect;
 pub mod config;
 pub mod daemon;
+pub mod query;
 pub mod state;
 pub mod store;
 pub mod telemetry;

@@ -54,6 +54,19 @@ enum Command {
     Check(CheckCommand),
     /// Print version, git revision and compiler.
     Version,
+    /// Run Prometheus promqltest files (load / clear / eval instant at /
+    /// eval_fail / eval_ordered) against homeostat's PromQL engine.
+    ///
+    /// Prints one line per failing eval (`FILE:LINE: EXPR: expected ..., got
+    /// ...`), a `FILE: N passed, N failed` line after each file and a final
+    /// `N passed, N failed` line. Exit status: 0 when every case passed, 1
+    /// when any failed, 2 when a file could not be read or parsed.
+    #[command(name = "promql-test")]
+    PromqlTest {
+        /// Test files, e.g. ../shared/data/promql/*.test
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -105,6 +118,7 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
+        Command::PromqlTest { files } => promql_test(&files),
         Command::Check(CheckCommand::Config { files }) => {
             let mut failed = false;
             for f in &files {
@@ -153,5 +167,40 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+fn promql_test(files: &[PathBuf]) -> ExitCode {
+    use homeostat::query::{promqltest, Engine};
+    let engine = Engine::default();
+    let (mut passed, mut failed, mut broken) = (0usize, 0usize, false);
+    for f in files {
+        match promqltest::run_file(f, &engine) {
+            Ok(r) => {
+                for fail in &r.failures {
+                    println!("{fail}");
+                }
+                println!(
+                    "{}: {} passed, {} failed",
+                    f.display(),
+                    r.passed,
+                    r.failures.len()
+                );
+                passed += r.passed;
+                failed += r.failures.len();
+            }
+            Err(e) => {
+                broken = true;
+                println!("{e}");
+            }
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    if broken {
+        ExitCode::from(2)
+    } else if failed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
     }
 }

@@ -1,0 +1,534 @@
+//! PromQL's function arithmetic, as Prometheus 2.42 computes it.
+//!
+//! Owns the pure numeric parts: reductions of a range-vector window
+//! (`rate`, `*_over_time`, `holt_winters`, ...), element-wise math, date
+//! functions, bucket and sample quantiles, and Go's float conventions
+//! (`math.Max`/`Min`, `ParseFloat`). Must not touch labels, the store or
+//! evaluation order: the evaluator (`eval`) cuts windows and builds series.
+
+/// What a range function sees of its step besides the window's samples.
+pub(super) struct WinCtx<'a> {
+    /// The evaluation timestamp of the step.
+    pub ts: i64,
+    /// Window bounds after `offset`/`@`: `[range_start, range_end]`.
+    pub range_start: i64,
+    pub range_end: i64,
+    pub range_ms: i64,
+    /// Scalar arguments at this step, in call order without the range vector.
+    pub args: &'a [f64],
+}
+
+pub(super) type RangeFn = fn(&[(i64, f64)], &WinCtx) -> Option<f64>;
+
+pub(super) fn range_fn(name: &str) -> Option<RangeFn> {
+    Some(match name {
+        "rate" => |w, c| extrapolated_rate(w, c, true, true),
+        "increase" => |w, c| extrapolated_rate(w, c, true, false),
+        "delta" => |w, c| extrapolated_rate(w, c, false, false),
+        "irate" => |w, _| instant_value(w, true),
+        "idelta" => |w, _| instant_value(w, false),
+        "changes" => |w, _| {
+            let mut n = 0usize;
+            for p in w.windows(2) {
+                let (prev, cur) = (p[0].1, p[1].1);
+                if cur != prev && !(cur.is_nan() && prev.is_nan()) {
+                    n += 1;
+                }
+            }
+            Some(n as f64)
+        },
+        "resets" => |w, _| Some(w.windows(2).filter(|p| p[1].1 < p[0].1).count() as f64),
+        "deriv" => |w, _| {
+            if w.len() < 2 {
+                return None;
+            }
+            Some(linear_regression(w, w[0].0).0)
+        },
+        "predict_linear" => |w, c| {
+            if w.len() < 2 {
+                return None;
+            }
+            let (slope, intercept) = linear_regression(w, c.ts);
+            Some(slope * c.args.first().copied().unwrap_or(f64::NAN) + intercept)
+        },
+        "holt_winters" => |w, c| {
+            let sf = c.args.first().copied().unwrap_or(f64::NAN);
+            let tf = c.args.get(1).copied().unwrap_or(f64::NAN);
+            holt_winters(w, sf, tf)
+        },
+        "avg_over_time" => |w, _| {
+            let mut mean = 0.0f64;
+            let mut count = 0.0f64;
+            for &(_, v) in w {
+                count += 1.0;
+                if mean.is_infinite() {
+                    if v.is_infinite() && (mean > 0.0) == (v > 0.0) {
+                        continue;
+                    }
+                    if !v.is_infinite() && !v.is_nan() {
+                        continue;
+                    }
+                }
+                mean += v / count - mean / count;
+            }
+            Some(mean)
+        },
+        "sum_over_time" => |w, _| Some(w.iter().map(|p| p.1).sum()),
+        "count_over_time" => |w, _| Some(w.len() as f64),
+        "max_over_time" => |w, _| {
+            let mut m = w[0].1;
+            for &(_, v) in w {
+                if v > m || m.is_nan() {
+                    m = v;
+                }
+            }
+            Some(m)
+        },
+        "min_over_time" => |w, _| {
+            let mut m = w[0].1;
+            for &(_, v) in w {
+                if v < m || m.is_nan() {
+                    m = v;
+                }
+            }
+            Some(m)
+        },
+        "quantile_over_time" => |w, c| {
+            let mut vals: Vec<f64> = w.iter().map(|p| p.1).collect();
+            Some(quantile(c.args.first().copied().unwrap_or(f64::NAN), &mut vals))
+        },
+        "stddev_over_time" => |w, _| Some(variance(w).sqrt()),
+        "stdvar_over_time" => |w, _| Some(variance(w)),
+        "last_over_time" => |w, _| w.last().map(|p| p.1),
+        "present_over_time" | "absent_over_time" => |_, _| Some(1.0),
+        _ => return None,
+    })
+}
+
+fn extrapolated_rate(w: &[(i64, f64)], c: &WinCtx, is_counter: bool, is_rate: bool) -> Option<f64> {
+    if w.len() < 2 {
+        return None;
+    }
+    let (first, last) = (w[0], w[w.len() - 1]);
+    let mut result = last.1 - first.1;
+    if is_counter {
+        let mut prev = first.1;
+        for &(_, v) in &w[1..] {
+            if v < prev {
+                result += prev;
+            }
+            prev = v;
+        }
+    }
+    let mut to_start = (first.0 - c.range_start) as f64 / 1000.0;
+    let to_end = (c.range_end - last.0) as f64 / 1000.0;
+    let sampled = (last.0 - first.0) as f64 / 1000.0;
+    let avg_step = sampled / (w.len() - 1) as f64;
+    if is_counter && result > 0.0 && first.1 >= 0.0 {
+        let to_zero = sampled * (first.1 / result);
+        if to_zero < to_start {
+            to_start = to_zero;
+        }
+    }
+    let threshold = avg_step * 1.1;
+    let mut interval = sampled;
+    interval += if to_start < threshold {
+        to_start
+    } else {
+        avg_step / 2.0
+    };
+    interval += if to_end < threshold {
+        to_end
+    } else {
+        avg_step / 2.0
+    };
+    let mut factor = interval / sampled;
+    if is_rate {
+        factor /= c.range_ms as f64 / 1000.0;
+    }
+    Some(result * factor)
+}
+
+fn instant_value(w: &[(i64, f64)], is_rate: bool) -> Option<f64> {
+    if w.len() < 2 {
+        return None;
+    }
+    let last = w[w.len() - 1];
+    let prev = w[w.len() - 2];
+    let mut result = if is_rate && last.1 < prev.1 {
+        last.1
+    } else {
+        last.1 - prev.1
+    };
+    let dt = last.0 - prev.0;
+    if dt == 0 {
+        return None;
+    }
+    if is_rate {
+        result /= dt as f64 / 1000.0;
+    }
+    Some(result)
+}
+
+fn holt_winters(w: &[(i64, f64)], sf: f64, tf: f64) -> Option<f64> {
+    if w.len() < 2 {
+        return None;
+    }
+    let mut s0 = 0.0;
+    let mut s1 = w[0].1;
+    let mut b = w[1].1 - w[0].1;
+    for (i, &(_, v)) in w.iter().enumerate().skip(1) {
+        let x = sf * v;
+        if i > 1 {
+            b = tf * (s1 - s0) + (1.0 - tf) * b;
+        }
+        let y = (1.0 - sf) * (s1 + b);
+        s0 = s1;
+        s1 = x + y;
+    }
+    Some(s1)
+}
+
+fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
+    let t = sum + inc;
+    let c = if sum.abs() >= inc.abs() {
+        c + ((sum - t) + inc)
+    } else {
+        c + ((inc - t) + sum)
+    };
+    (t, c)
+}
+
+fn variance(w: &[(i64, f64)]) -> f64 {
+    let mut count = 0.0;
+    let (mut mean, mut c_mean) = (0.0, 0.0);
+    let (mut aux, mut c_aux) = (0.0, 0.0);
+    for &(_, v) in w {
+        count += 1.0;
+        let delta = v - (mean + c_mean);
+        (mean, c_mean) = kahan_inc(delta / count, mean, c_mean);
+        (aux, c_aux) = kahan_inc(delta * (v - (mean + c_mean)), aux, c_aux);
+    }
+    (aux + c_aux) / count
+}
+
+/// Least-squares fit with x in seconds relative to `intercept_t`.
+pub(super) fn linear_regression(w: &[(i64, f64)], intercept_t: i64) -> (f64, f64) {
+    let mut n = 0.0;
+    let (mut sx, mut cx) = (0.0, 0.0);
+    let (mut sy, mut cy) = (0.0, 0.0);
+    let (mut sxy, mut cxy) = (0.0, 0.0);
+    let (mut sx2, mut cx2) = (0.0, 0.0);
+    let init_y = w[0].1;
+    let mut const_y = true;
+    for (i, &(t, v)) in w.iter().enumerate() {
+        if const_y && i > 0 && v != init_y {
+            const_y = false;
+        }
+        n += 1.0;
+        let x = (t - intercept_t) as f64 / 1e3;
+        (sx, cx) = kahan_inc(x, sx, cx);
+        (sy, cy) = kahan_inc(v, sy, cy);
+        (sxy, cxy) = kahan_inc(x * v, sxy, cxy);
+        (sx2, cx2) = kahan_inc(x * x, sx2, cx2);
+    }
+    if const_y {
+        if init_y.is_infinite() {
+            return (f64::NAN, f64::NAN);
+        }
+        return (0.0, init_y);
+    }
+    let (sx, sy, sxy, sx2) = (sx + cx, sy + cy, sxy + cxy, sx2 + cx2);
+    let cov = sxy - sx * sy / n;
+    let var = sx2 - sx * sx / n;
+    let slope = cov / var;
+    (slope, sy / n - slope * sx / n)
+}
+
+/// Prometheus's `quantile` over sample values (NaN sorts first).
+pub(super) fn quantile(q: f64, vals: &mut [f64]) -> f64 {
+    if vals.is_empty() || q.is_nan() {
+        return f64::NAN;
+    }
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    vals.sort_by(|a, b| match (a.is_nan(), b.is_nan()) {
+        (true, true) => std::cmp::Ordering::Equal,
+        (true, false) => std::cmp::Ordering::Less,
+        (false, true) => std::cmp::Ordering::Greater,
+        _ => a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal),
+    });
+    let n = vals.len() as f64;
+    let rank = q * (n - 1.0);
+    let lower = rank.floor().max(0.0);
+    let upper = (lower + 1.0).min(n - 1.0);
+    let weight = rank - rank.floor();
+    vals[lower as usize] * (1.0 - weight) + vals[upper as usize] * weight
+}
+
+/// Quantile from cumulative classic-histogram buckets `(upper bound, count)`.
+pub(super) fn bucket_quantile(q: f64, buckets: &mut Vec<(f64, f64)>) -> f64 {
+    if q.is_nan() {
+        return f64::NAN;
+    }
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    if buckets.is_empty() {
+        return f64::NAN;
+    }
+    buckets.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
+    if buckets[buckets.len() - 1].0 != f64::INFINITY {
+        return f64::NAN;
+    }
+    // Coalesce equal upper bounds.
+    let mut out: Vec<(f64, f64)> = Vec::with_capacity(buckets.len());
+    for &b in buckets.iter() {
+        match out.last_mut() {
+            Some(l) if l.0 == b.0 => l.1 += b.1,
+            _ => out.push(b),
+        }
+    }
+    // Ensure monotonic counts.
+    let mut max = f64::NEG_INFINITY;
+    for b in out.iter_mut() {
+        if b.1 > max {
+            max = b.1;
+        } else if b.1 < max {
+            b.1 = max;
+        }
+    }
+    if out.len() < 2 {
+        return f64::NAN;
+    }
+    let observations = out[out.len() - 1].1;
+    if observations == 0.0 {
+        return f64::NAN;
+    }
+    let mut rank = q * observations;
+    let n = out.len() - 1;
+    let b = out[..n].partition_point(|x| x.1 < rank);
+    if b == n {
+        return out[n - 1].0;
+    }
+    if b == 0 && out[0].0 <= 0.0 {
+        return out[0].0;
+    }
+    let mut start = 0.0;
+    let end = out[b].0;
+    let mut count = out[b].1;
+    if b > 0 {
+        start = out[b - 1].0;
+        count -= out[b - 1].1;
+        rank -= out[b - 1].1;
+    }
+    start + (end - start) * (rank / count)
+}
+
+/// Go's `math.Max`: +Inf wins over NaN, NaN wins over numbers.
+pub(super) fn go_max(x: f64, y: f64) -> f64 {
+    if x == f64::INFINITY || y == f64::INFINITY {
+        return f64::INFINITY;
+    }
+    if x.is_nan() || y.is_nan() {
+        return f64::NAN;
+    }
+    if x == 0.0 && x == y {
+        return if x.is_sign_negative() { y } else { x };
+    }
+    if x > y {
+        x
+    } else {
+        y
+    }
+}
+
+/// Go's `math.Min`: -Inf wins over NaN, NaN wins over numbers.
+pub(super) fn go_min(x: f64, y: f64) -> f64 {
+    if x == f64::NEG_INFINITY || y == f64::NEG_INFINITY {
+        return f64::NEG_INFINITY;
+    }
+    if x.is_nan() || y.is_nan() {
+        return f64::NAN;
+    }
+    if x == 0.0 && x == y {
+        return if x.is_sign_negative() { x } else { y };
+    }
+    if x < y {
+        x
+    } else {
+        y
+    }
+}
+
+/// Go's `int64(f)` on amd64: out-of-range and NaN give `math.MinInt64`.
+pub(super) fn go_f64_to_i64(v: f64) -> i64 {
+    if v.is_nan() || v >= 9.223372036854775807e18 || v < -9.223372036854775808e18 {
+        i64::MIN
+    } else {
+        v as i64
+    }
+}
+
+/// Like Go's `strconv.ParseFloat(s, 64)` for the forms label values use.
+pub(super) fn parse_go_float(s: &str) -> Option<f64> {
+    let t = s.trim_start_matches('+');
+    match t.to_ascii_lowercase().as_str() {
+        "inf" | "infinity" => {
+            return Some(if s.starts_with('-') {
+                f64::NEG_INFINITY
+            } else {
+                f64::INFINITY
+            })
+        }
+        "nan" => return Some(f64::NAN),
+        _ => {}
+    }
+    s.parse::<f64>().ok()
+}
+
+pub(super) fn simple_fn(name: &str) -> Option<fn(f64) -> f64> {
+    Some(match name {
+        "abs" => f64::abs,
+        "ceil" => f64::ceil,
+        "floor" => f64::floor,
+        "exp" => f64::exp,
+        "sqrt" => f64::sqrt,
+        "ln" => f64::ln,
+        "log2" => f64::log2,
+        "log10" => f64::log10,
+        "sgn" => |v| {
+            if v < 0.0 {
+                -1.0
+            } else if v > 0.0 {
+                1.0
+            } else {
+                v
+            }
+        },
+        "sin" => f64::sin,
+        "cos" => f64::cos,
+        "tan" => f64::tan,
+        "asin" => f64::asin,
+        "acos" => f64::acos,
+        "atan" => f64::atan,
+        "sinh" => f64::sinh,
+        "cosh" => f64::cosh,
+        "tanh" => f64::tanh,
+        "asinh" => f64::asinh,
+        "acosh" => f64::acosh,
+        "atanh" => f64::atanh,
+        "deg" => |v| v * 180.0 / std::f64::consts::PI,
+        "rad" => |v| v * std::f64::consts::PI / 180.0,
+        _ => return None,
+    })
+}
+
+/// Days since 1970-01-01 to (year, month 1-12, day 1-31), proleptic Gregorian.
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+fn is_leap(y: i64) -> bool {
+    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
+}
+
+fn days_in_month(y: i64, m: i64) -> i64 {
+    match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        _ => {
+            if is_leap(y) {
+                29
+            } else {
+                28
+            }
+        }
+    }
+}
+
+pub(super) fn date_fn(name: &str) -> Option<fn(i64) -> f64> {
+    Some(match name {
+        "year" => |s| civil_from_days(s.div_euclid(86_400)).0 as f64,
+        "month" => |s| civil_from_days(s.div_euclid(86_400)).1 as f64,
+        "day_of_month" => |s| civil_from_days(s.div_euclid(86_400)).2 as f64,
+        "day_of_week" => |s| (s.div_euclid(86_400) + 4).rem_euclid(7) as f64,
+        "day_of_year" => |s| {
+            let (y, m, d) = civil_from_days(s.div_euclid(86_400));
+            let before: i64 = (1..m).map(|mm| days_in_month(y, mm)).sum();
+            (before + d) as f64
+        },
+        "days_in_month" => |s| {
+            let (y, m, _) = civil_from_days(s.div_euclid(86_400));
+            days_in_month(y, m) as f64
+        },
+        "hour" => |s| (s.rem_euclid(86_400) / 3600) as f64,
+        "minute" => |s| (s.rem_euclid(3600) / 60) as f64,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        let doy = date_fn("day_of_year").unwrap();
+        assert_eq!(doy(86_400 * 365), 1.0);
+        assert_eq!(date_fn("day_of_week").unwrap()(0), 4.0);
+    }
+
+    #[test]
+    fn quantiles() {
+        let mut v = vec![3.0, 1.0, 2.0, 4.0];
+        assert_eq!(quantile(0.5, &mut v), 2.5);
+        let mut b = vec![(f64::INFINITY, 10.0), (1.0, 5.0), (2.0, 10.0)];
+        assert_eq!(bucket_quantile(0.5, &mut b), 1.0);
+        assert!(bucket_quantile(0.5, &mut vec![(1.0, 1.0)]).is_nan());
+    }
+
+    #[test]
+    fn go_min_max() {
+        assert!(go_max(f64::NAN, 1.0).is_nan());
+        assert_eq!(go_max(f64::NAN, f64::INFINITY), f64::INFINITY);
+        assert_eq!(go_min(f64::NAN, f64::NEG_INFINITY), f64::NEG_INFINITY);
+        assert_eq!(go_min(1.0, 2.0), 1.0);
+    }
+
+    #[test]
+    fn rate_extrapolates_to_window() {
+        // 0, 10, ..., 50 every 10s over a 50s window ending at the last sample.
+        let w: Vec<(i64, f64)> = (0..6).map(|i| (i * 10_000, i as f64 * 10.0)).collect();
+        let c = WinCtx {
+            ts: 50_000,
+            range_start: 0,
+            range_end: 50_000,
+            range_ms: 50_000,
+            args: &[],
+        };
+        let r = range_fn("rate").unwrap()(&w, &c).unwrap();
+        assert!((r - 1.0).abs() < 1e-12);
+        let inc = range_fn("increase").unwrap()(&w, &c).unwrap();
+        assert!((inc - 50.0).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,211 @@
+//! PromQL evaluation over the series store, with Prometheus 2.42's semantics.
+//!
+//! Owns the public query API ([`Engine`], [`QueryOutput`], [`QueryValue`],
+//! [`QueryError`]), the evaluator (`eval`), the function library
+//! (`functions`) and the conformance runner for Prometheus's own promqltest
+//! files ([`promqltest`]). Parsing is delegated to the `promql-parser` crate;
+//! evaluation is hand-written because it is the product's core.
+//!
+//! Inputs: a [`Queryable`] (the [`Store`] in production, anything that can
+//! `select` in tests) and a query string with its evaluation time(s).
+//! Output: a value shaped like Prometheus's API result. This module must not
+//! speak HTTP (the web stage does) and never writes to the store: every data
+//! access goes through [`Queryable::select`].
+//!
+//! Design: each expression node is evaluated once for all steps of the query
+//! (like Prometheus's `rangeEval`), so a range query loads every selector's
+//! samples once and walks them with cursors instead of re-selecting per step.
+
+mod eval;
+mod functions;
+pub mod promqltest;
+
+use std::sync::Once;
+use std::time::Duration;
+
+use crate::store::{Labels, Matcher, SeriesSamples, Store};
+
+/// The read side of a series database, as the engine needs it.
+pub trait Queryable: Send + Sync {
+    /// Series matching all matchers with at least one sample in
+    /// `[mint_ms, maxt_ms]` (inclusive), their samples in that range.
+    fn select(&self, matchers: &[Matcher], mint_ms: i64, maxt_ms: i64) -> Vec<SeriesSamples>;
+}
+
+impl Queryable for Store {
+    fn select(&self, matchers: &[Matcher], mint_ms: i64, maxt_ms: i64) -> Vec<SeriesSamples> {
+        Store::select(self, matchers, mint_ms, maxt_ms)
+    }
+}
+
+/// Engine limits; the defaults are Prometheus's.
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    /// How far back an instant selector looks for a sample (default 5m).
+    pub lookback_delta_ms: i64,
+    /// Wall-clock limit for one query, checked between evaluation steps.
+    pub timeout: Duration,
+    /// Most samples one query may hold in memory.
+    pub max_samples: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            lookback_delta_ms: 300_000,
+            timeout: Duration::from_secs(120),
+            max_samples: 50_000_000,
+        }
+    }
+}
+
+/// Step of a subquery written without one (`x[5m:]`): Prometheus uses the
+/// global evaluation interval, 1m by default.
+pub(crate) const DEFAULT_SUBQUERY_STEP_MS: i64 = 60_000;
+
+/// One element of an instant vector.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InstantSample {
+    pub labels: Labels,
+    pub t: i64,
+    pub v: f64,
+}
+
+/// One series of a range vector (or of a range query's result).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RangeSeries {
+    pub labels: Labels,
+    pub samples: Vec<(i64, f64)>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum QueryValue {
+    Scalar { t: i64, v: f64 },
+    String { t: i64, v: String },
+    Vector(Vec<InstantSample>),
+    Matrix(Vec<RangeSeries>),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct QueryOutput {
+    pub value: QueryValue,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// The query does not parse or is not valid for this kind of query.
+    #[error("{0}")]
+    BadData(String),
+    #[error("query timed out in {0}")]
+    Timeout(&'static str),
+    #[error("query processing would load too many samples into memory in {0}")]
+    TooManySamples(&'static str),
+    /// A runtime error with Prometheus's message, e.g. duplicate label sets.
+    #[error("{0}")]
+    Execution(String),
+}
+
+impl QueryError {
+    /// The `errorType` of Prometheus's API for this error.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            QueryError::BadData(_) => "bad_data",
+            QueryError::Timeout(_) => "timeout",
+            QueryError::TooManySamples(_) | QueryError::Execution(_) => "execution",
+        }
+    }
+}
+
+pub(crate) fn exec_err(msg: impl Into<String>) -> QueryError {
+    QueryError::Execution(msg.into())
+}
+
+/// Formats like Go's `strconv.FormatFloat(v, 'f', -1, 64)`, as Prometheus's
+/// JSON does: shortest round-trip digits, never an exponent.
+pub fn format_float(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".to_owned()
+    } else if v == f64::INFINITY {
+        "+Inf".to_owned()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".to_owned()
+    } else {
+        // Rust's Display is the shortest round-trip representation and
+        // never uses an exponent, exactly Go's 'f' with precision -1.
+        format!("{v}")
+    }
+}
+
+/// Parses a query. Registers the 2.42 functions that the parser crate no
+/// longer knows (holt_winters) on first use.
+pub(crate) fn parse(query: &str) -> Result<promql_parser::parser::Expr, QueryError> {
+    static REGISTER: Once = Once::new();
+    REGISTER.call_once(|| {
+        use promql_parser::parser::value::ValueType;
+        use promql_parser::parser::Function;
+        // Fails only if the parser already has it built in, which is fine.
+        let _ = promql_parser::parser::register_extra_functions(vec![Function::new(
+            "holt_winters",
+            vec![ValueType::Matrix, ValueType::Scalar, ValueType::Scalar],
+            0,
+            ValueType::Vector,
+            false,
+        )]);
+    });
+    promql_parser::parser::parse(query).map_err(|e| QueryError::BadData(format!("parse error: {e}")))
+}
+
+/// Evaluates PromQL queries; cheap to share, holds no per-query state.
+#[derive(Clone, Debug, Default)]
+pub struct Engine {
+    opts: EngineOptions,
+}
+
+impl Engine {
+    pub fn new(opts: EngineOptions) -> Self {
+        Engine { opts }
+    }
+
+    pub fn options(&self) -> &EngineOptions {
+        &self.opts
+    }
+
+    /// Evaluates `query` at `ts_ms`.
+    pub fn instant_query(
+        &self,
+        db: &dyn Queryable,
+        query: &str,
+        ts_ms: i64,
+    ) -> Result<QueryOutput, QueryError> {
+        let expr = parse(query)?;
+        eval::instant(&self.opts, db, &expr, ts_ms)
+    }
+
+    /// Evaluates `query` at every step from `start_ms` to `end_ms`; the result
+    /// is always a matrix sorted by labels.
+    pub fn range_query(
+        &self,
+        db: &dyn Queryable,
+        query: &str,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+    ) -> Result<QueryOutput, QueryError> {
+        if step_ms <= 0 {
+            return Err(QueryError::BadData(
+                "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
+            ));
+        }
+        if end_ms < start_ms {
+            return Err(QueryError::BadData(
+                "end timestamp must not be before start time".into(),
+            ));
+        }
+        let expr = parse(query)?;
+        eval::range(&self.opts, db, &expr, start_ms, end_ms, step_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests;
