@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 
 # Debian packages the tests need. Grows with each stage (PostgreSQL, Redis,
 # Alertmanager, SMTP, HAProxy, Chromium arrive with their issues).
-PACKAGES=(python3 ca-certificates)
+PACKAGES=(python3 ca-certificates prometheus)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::collect::{now_ms, ScrapeManager};
 use crate::config::{Config, ConfigError, LoadedConfig};
+use crate::query::{Engine, EngineOptions};
 use crate::state::{ReloadRecord, StateDb, StateError};
 use crate::store::Store;
 use crate::telemetry::Telemetry;
@@ -158,6 +159,7 @@ impl Daemon {
         let app = web::router(
             AppState {
                 store: store.clone(),
+                engine: Arc::new(Engine::new(EngineOptions::default())),
                 targets: scrape.registry.clone(),
                 telemetry: telemetry.clone(),
                 reload: reload.clone(),

@@ -95,6 +95,8 @@ pub struct ServerProcess {
     pub child: Option<Child>,
     pub dir: TempDir,
     pub log_path: PathBuf,
+    /// Other directories the server uses (data, config), removed with it.
+    pub keep: Vec<TempDir>,
 }
 
 impl ServerProcess {
@@ -121,6 +123,7 @@ impl ServerProcess {
             child: Some(child),
             dir,
             log_path,
+            keep: Vec::new(),
         })
     }
 
@@ -203,7 +206,7 @@ pub const SIGKILL: i32 = 9;
 pub const SIGTERM: i32 = 15;
 
 /// What a [`TestTarget`] does with the next scrape.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub enum Behavior {
     /// 200 with this body as Prometheus text format.
     Text(String),
@@ -215,6 +218,9 @@ pub enum Behavior {
     Hang(Duration),
     /// Respond with this HTTP status and no body.
     Status(u16),
+    /// 200 with a text-format body computed at scrape time (counters that
+    /// grow with the wall clock, for rate()).
+    Generated(Arc<dyn Fn() -> String + Send + Sync>),
 }
 
 /// A scrape target served by the test, switchable between behaviours at run
@@ -282,6 +288,9 @@ impl TestTarget {
                                 (200, "text/plain", None, b"late_metric 1\n".to_vec())
                             }
                             Behavior::Status(code) => (code, "text/plain", None, Vec::new()),
+                            Behavior::Generated(f) => {
+                                (200, "text/plain; version=0.0.4", None, f().into_bytes())
+                            }
                         };
                     let mut head = format!(
                         "HTTP/1.1 {status} X\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n",
@@ -323,6 +332,44 @@ impl Drop for TestTarget {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// Seconds since the Unix epoch, as a float.
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// The real Prometheus (Debian package `prometheus`) with `config` as its
+/// prometheus.yml, on a free port with its own data dir; `None` with a loud
+/// note when it is not installed (CI installs it, so there it must exist).
+pub async fn start_prometheus(config: &str) -> Option<(ServerProcess, SocketAddr)> {
+    let Some(bin) = find_program("prometheus") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "prometheus is not installed but CI=true: .ci/run must install the Debian package prometheus"
+        );
+        eprintln!(
+            "SKIP: prometheus not installed (apt-get install prometheus); comparison skipped"
+        );
+        return None;
+    };
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().ok()?;
+    let dir = temp_dir();
+    let cfg = dir.path().join("prometheus.yml");
+    std::fs::write(&cfg, config).ok()?;
+    let args = [
+        format!("--config.file={}", cfg.display()),
+        format!("--storage.tsdb.path={}", dir.path().join("data").display()),
+        format!("--web.listen-address={addr}"),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut p = ServerProcess::spawn("prometheus", &bin, &args, &[]).ok()?;
+    p.keep.push(dir);
+    p.wait_for_port(addr, Duration::from_secs(30)).await;
+    Some((p, addr))
 }
 
 /// A blocking HTTP GET for tests that run outside an async context.

@@ -77,6 +77,20 @@ pub enum MetricType {
 }
 
 impl MetricType {
+    /// The name Prometheus's metadata API uses (`unknown` for untyped).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricType::Counter => "counter",
+            MetricType::Gauge => "gauge",
+            MetricType::Histogram => "histogram",
+            MetricType::GaugeHistogram => "gaugehistogram",
+            MetricType::Summary => "summary",
+            MetricType::Info => "info",
+            MetricType::StateSet => "stateset",
+            MetricType::Unknown => "unknown",
+        }
+    }
+
     fn from_text(s: &[u8]) -> Option<MetricType> {
         Some(match s {
             b"counter" => MetricType::Counter,

@@ -43,6 +43,22 @@ impl TargetRegistry {
             .collect()
     }
 
+    /// Metadata of every metric family across targets, for
+    /// `/api/v1/metadata`: distinct entries per family name.
+    pub fn metadata(&self) -> BTreeMap<String, Vec<super::MetricMeta>> {
+        let mut out: BTreeMap<String, Vec<super::MetricMeta>> = BTreeMap::new();
+        for h in self.inner.read().values() {
+            let meta = h.lock().metadata.clone();
+            for (name, m) in meta.lock().iter() {
+                let list = out.entry(name.clone()).or_default();
+                if !list.contains(m) {
+                    list.push(m.clone());
+                }
+            }
+        }
+        out
+    }
+
     pub fn count_by_health(&self) -> (usize, usize, usize) {
         let mut c = (0, 0, 0);
         for h in self.inner.read().values() {
@@ -412,11 +428,13 @@ impl Actor {
                 .inner
                 .write()
                 .insert((job_name.to_string(), spec.key.clone()), health.clone());
+            let metadata = health.lock().metadata.clone();
             let collector = HttpCollector::new(
                 job.client.clone(),
                 spec.url.clone(),
                 timeout,
                 job.cfg.body_limit(),
+                metadata,
             );
             let shaping = LabelShaping {
                 target: spec.labels.clone(),

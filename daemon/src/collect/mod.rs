@@ -257,9 +257,22 @@ pub struct RoundReport {
     pub series_limit_hits: u64,
 }
 
+/// What a target says about a metric family (`# TYPE`, `# HELP`, `# UNIT`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct MetricMeta {
+    pub kind: String,
+    pub help: String,
+    pub unit: String,
+}
+
+/// Metric family name → metadata, as last scraped from one target.
+pub type MetadataMap = std::collections::BTreeMap<String, MetricMeta>;
+
 /// Health of one target, as `/api/v1/targets` shows it.
 #[derive(Debug, Clone, Default)]
 pub struct TargetHealth {
+    /// Shared with the collector, which replaces it after each good scrape.
+    pub metadata: Arc<Mutex<MetadataMap>>,
     pub scrape_pool: String,
     pub scrape_url: String,
     pub discovered_labels: Vec<(String, String)>,

@@ -7,13 +7,16 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::exposition::{Entry, Format, Parser};
 use super::relabel::{valid_label_name, RelabelConfig};
-use super::{CollectError, Collector, ScrapeBatch};
+use parking_lot::Mutex;
+
+use super::{CollectError, Collector, MetadataMap, ScrapeBatch};
 use crate::config::{ByteSize, GlobalConfig, PromDuration, Validator};
 
 /// What Prometheus 2.42 asks for, so targets that negotiate answer us alike.
@@ -227,16 +230,26 @@ pub struct HttpCollector {
     timeout: Duration,
     body_limit: u64,
     buf: Vec<u8>,
+    metadata: Arc<Mutex<MetadataMap>>,
+    scratch: MetadataMap,
 }
 
 impl HttpCollector {
-    pub fn new(client: reqwest::Client, url: String, timeout: Duration, body_limit: u64) -> Self {
+    pub fn new(
+        client: reqwest::Client,
+        url: String,
+        timeout: Duration,
+        body_limit: u64,
+        metadata: Arc<Mutex<MetadataMap>>,
+    ) -> Self {
         HttpCollector {
             client,
             url,
             timeout,
             body_limit,
             buf: Vec::new(),
+            metadata,
+            scratch: MetadataMap::new(),
         }
     }
 
@@ -310,15 +323,48 @@ fn describe(e: &reqwest::Error) -> String {
 impl Collector for HttpCollector {
     async fn collect(&mut self, out: &mut ScrapeBatch<'_>) -> Result<(), CollectError> {
         let format = self.fetch().await?;
-        feed(&self.buf, format, out)
+        self.scratch.clear();
+        feed(&self.buf, format, out, Some(&mut self.scratch))?;
+        let mut shared = self.metadata.lock();
+        if *shared != self.scratch {
+            std::mem::swap(&mut *shared, &mut self.scratch);
+        }
+        Ok(())
     }
 }
 
 /// Parses a body into the batch; the first malformed line fails the scrape.
-pub fn feed(body: &[u8], format: Format, out: &mut ScrapeBatch<'_>) -> Result<(), CollectError> {
+/// `# HELP`, `# TYPE` and `# UNIT` lines go to `meta` when given.
+pub fn feed(
+    body: &[u8],
+    format: Format,
+    out: &mut ScrapeBatch<'_>,
+    mut meta: Option<&mut MetadataMap>,
+) -> Result<(), CollectError> {
     let mut parser = Parser::new(body, format);
     while let Some(entry) = parser.next_entry() {
-        let Entry::Sample(s) = entry? else { continue };
+        let s = match entry? {
+            Entry::Sample(s) => s,
+            Entry::Help { metric, text } => {
+                if let Some(m) = meta.as_deref_mut() {
+                    m.entry(metric.to_string()).or_default().help = text.into_owned();
+                }
+                continue;
+            }
+            Entry::Type { metric, kind } => {
+                if let Some(m) = meta.as_deref_mut() {
+                    m.entry(metric.to_string()).or_default().kind = kind.as_str().to_string();
+                }
+                continue;
+            }
+            Entry::Unit { metric, unit } => {
+                if let Some(m) = meta.as_deref_mut() {
+                    m.entry(metric.to_string()).or_default().unit = unit.to_string();
+                }
+                continue;
+            }
+            _ => continue,
+        };
         out.add_with(
             s.series,
             |labels| {

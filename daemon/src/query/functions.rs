@@ -95,7 +95,10 @@ pub(super) fn range_fn(name: &str) -> Option<RangeFn> {
         },
         "quantile_over_time" => |w, c| {
             let mut vals: Vec<f64> = w.iter().map(|p| p.1).collect();
-            Some(quantile(c.args.first().copied().unwrap_or(f64::NAN), &mut vals))
+            Some(quantile(
+                c.args.first().copied().unwrap_or(f64::NAN),
+                &mut vals,
+            ))
         },
         "stddev_over_time" => |w, _| Some(variance(w).sqrt()),
         "stdvar_over_time" => |w, _| Some(variance(w)),

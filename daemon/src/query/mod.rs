@@ -153,7 +153,8 @@ pub(crate) fn parse(query: &str) -> Result<promql_parser::parser::Expr, QueryErr
             false,
         )]);
     });
-    promql_parser::parser::parse(query).map_err(|e| QueryError::BadData(format!("parse error: {e}")))
+    promql_parser::parser::parse(query)
+        .map_err(|e| QueryError::BadData(format!("parse error: {e}")))
 }
 
 /// Evaluates PromQL queries; cheap to share, holds no per-query state.
@@ -209,3 +210,23 @@ impl Engine {
 
 #[cfg(test)]
 mod tests;
+
+/// Parses a series selector (`match[]` of the series and label APIs) into
+/// store matchers. Prometheus refuses selectors that match everything, such
+/// as `{job=~".*"}`, because they would list every series.
+pub fn parse_selector(s: &str) -> Result<Vec<Matcher>, QueryError> {
+    let expr = parse(s)?;
+    let promql_parser::parser::Expr::VectorSelector(vs) = expr else {
+        return Err(QueryError::BadData(format!(
+            "invalid parameter \"match[]\": {s:?} is not a series selector"
+        )));
+    };
+    let matchers = eval::to_matchers(&vs)?;
+    if matchers.iter().all(|m| m.matches("")) {
+        return Err(QueryError::BadData(
+            "invalid parameter \"match[]\": match[] must contain at least one non-empty matcher"
+                .into(),
+        ));
+    }
+    Ok(matchers)
+}

@@ -9,6 +9,7 @@
 //! timeout and a body limit (layers below).
 
 mod api;
+mod query;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,6 +29,7 @@ use tower_http::trace::TraceLayer;
 use crate::collect::TargetRegistry;
 use crate::config::{ByteSize, PromDuration, Validator};
 use crate::daemon::ReloadHandle;
+use crate::query::Engine;
 use crate::store::Store;
 use crate::telemetry::Telemetry;
 
@@ -87,6 +89,7 @@ impl WebConfig {
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<Store>,
+    pub engine: Arc<Engine>,
     pub targets: TargetRegistry,
     pub telemetry: Arc<Telemetry>,
     pub reload: ReloadHandle,
@@ -103,6 +106,7 @@ pub fn router(state: AppState, cfg: &WebConfig) -> Router {
         .route("/-/ready", get(ready).head(ready))
         .route("/-/reload", post(reload).put(reload))
         .merge(api::router())
+        .merge(query::router())
         .with_state(state)
         .layer(RequestBodyLimitLayer::new(cfg.max_request_body.0 as usize))
         .layer(TimeoutLayer::with_status_code(
