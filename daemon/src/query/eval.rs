@@ -479,7 +479,9 @@ impl<'a> Ev<'a> {
     }
 
     fn sub_samples(&self, n: usize) {
-        self.ctx.samples.set(self.ctx.samples.get().saturating_sub(n));
+        self.ctx
+            .samples
+            .set(self.ctx.samples.get().saturating_sub(n));
     }
 
     fn at_ms(&self, at: &Option<AtModifier>) -> Option<i64> {
@@ -635,7 +637,8 @@ impl<'a> Ev<'a> {
         let (lo, hi) = self.ref_bounds(at, off);
         // First multiple of the step at or after lo - range (absolute alignment).
         let first = lo - range;
-        let start = first.div_euclid(step) * step + if first.rem_euclid(step) == 0 { 0 } else { step };
+        let start =
+            first.div_euclid(step) * step + if first.rem_euclid(step) == 0 { 0 } else { step };
         let child = Ev {
             ctx: self.ctx,
             start,
@@ -757,11 +760,12 @@ impl<'a> Ev<'a> {
         lhs: Matrix,
         rhs: Matrix,
     ) -> Result<Val> {
-        let (on, names): (bool, Vec<String>) = match b.modifier.as_ref().and_then(|m| m.matching.as_ref()) {
-            Some(LabelModifier::Include(l)) => (true, l.labels.clone()),
-            Some(LabelModifier::Exclude(l)) => (false, l.labels.clone()),
-            None => (false, Vec::new()),
-        };
+        let (on, names): (bool, Vec<String>) =
+            match b.modifier.as_ref().and_then(|m| m.matching.as_ref()) {
+                Some(LabelModifier::Include(l)) => (true, l.labels.clone()),
+                Some(LabelModifier::Exclude(l)) => (false, l.labels.clone()),
+                None => (false, Vec::new()),
+            };
         let card = b
             .modifier
             .as_ref()
@@ -874,8 +878,15 @@ impl<'a> Ev<'a> {
                         let metric = metric_cache
                             .entry((j, oj))
                             .or_insert_with(|| {
-                                let mut m =
-                                    result_metric(&many_m[j].labels, &one_m[oj].labels, op, on, &names, one_to_one, &include);
+                                let mut m = result_metric(
+                                    &many_m[j].labels,
+                                    &one_m[oj].labels,
+                                    op,
+                                    on,
+                                    &names,
+                                    one_to_one,
+                                    &include,
+                                );
                                 if return_bool {
                                     m = drop_name(&m);
                                 }
@@ -983,7 +994,9 @@ impl<'a> Ev<'a> {
             if vec.is_empty() {
                 continue;
             }
-            let param = params.as_ref().map_or(0.0, |p| p.get(i).copied().unwrap_or(f64::NAN));
+            let param = params
+                .as_ref()
+                .map_or(0.0, |p| p.get(i).copied().unwrap_or(f64::NAN));
             let mut k: i64 = 0;
             if op == T_TOPK || op == T_BOTTOMK {
                 if !(param <= i64::MAX as f64 && param >= i64::MIN as f64) {
@@ -1161,7 +1174,11 @@ impl<'a> Ev<'a> {
                         "clamp_min" => Some(functions::go_max(a, v)),
                         "clamp_max" => Some(functions::go_min(a, v)),
                         _ => {
-                            let max = p2.as_ref().and_then(|p| p.get(i)).copied().unwrap_or(f64::NAN);
+                            let max = p2
+                                .as_ref()
+                                .and_then(|p| p.get(i))
+                                .copied()
+                                .unwrap_or(f64::NAN);
                             if max < a {
                                 None
                             } else {
@@ -1178,7 +1195,9 @@ impl<'a> Ev<'a> {
                     None => None,
                 };
                 self.map_series(m, true, |i, v| {
-                    let n = to.as_ref().map_or(1.0, |t| t.get(i).copied().unwrap_or(f64::NAN));
+                    let n = to
+                        .as_ref()
+                        .map_or(1.0, |t| t.get(i).copied().unwrap_or(f64::NAN));
                     let inv = 1.0 / n;
                     Some((v * inv + 0.5).floor() / inv)
                 })
@@ -1377,9 +1396,8 @@ impl<'a> Ev<'a> {
     /// Functions over a range vector: each series is cut into one window
     /// per step and reduced to at most one value.
     fn range_function(&self, name: &str, args: &[&Expr], mi: usize) -> Result<Val> {
-        let f = functions::range_fn(name).ok_or_else(|| {
-            QueryError::BadData(format!("function \"{name}\" is not supported"))
-        })?;
+        let f = functions::range_fn(name)
+            .ok_or_else(|| QueryError::BadData(format!("function \"{name}\" is not supported")))?;
         let mut scalars: Vec<Vec<f64>> = Vec::new();
         for (i, a) in args.iter().enumerate() {
             if i != mi {
@@ -1388,8 +1406,16 @@ impl<'a> Ev<'a> {
         }
         if name == "holt_winters" {
             for i in 0..self.steps() {
-                let sf = scalars.first().and_then(|s| s.get(i)).copied().unwrap_or(f64::NAN);
-                let tf = scalars.get(1).and_then(|s| s.get(i)).copied().unwrap_or(f64::NAN);
+                let sf = scalars
+                    .first()
+                    .and_then(|s| s.get(i))
+                    .copied()
+                    .unwrap_or(f64::NAN);
+                let tf = scalars
+                    .get(1)
+                    .and_then(|s| s.get(i))
+                    .copied()
+                    .unwrap_or(f64::NAN);
                 if !(sf > 0.0 && sf < 1.0) {
                     return Err(exec_err(format!(
                         "invalid smoothing factor. Expected: 0 < sf < 1, got: {sf:.6}"
@@ -1671,16 +1697,8 @@ impl Group {
                 let c = self.count as f64;
                 self.mean += v / c - self.mean / c;
             }
-            T_MAX => {
-                if self.value < v || self.value.is_nan() {
-                    self.value = v;
-                }
-            }
-            T_MIN => {
-                if self.value > v || self.value.is_nan() {
-                    self.value = v;
-                }
-            }
+            T_MAX if self.value < v || self.value.is_nan() => self.value = v,
+            T_MIN if self.value > v || self.value.is_nan() => self.value = v,
             T_COUNT | T_COUNT_VALUES => self.count += 1,
             T_STDDEV | T_STDVAR => {
                 self.count += 1;

@@ -153,7 +153,8 @@ pub(crate) fn parse(query: &str) -> Result<promql_parser::parser::Expr, QueryErr
             false,
         )]);
     });
-    promql_parser::parser::parse(query).map_err(|e| QueryError::BadData(format!("parse error: {e}")))
+    promql_parser::parser::parse(query)
+        .map_err(|e| QueryError::BadData(format!("parse error: {e}")))
 }
 
 /// Evaluates PromQL queries; cheap to share, holds no per-query state.

@@ -45,7 +45,11 @@ pub struct CaseFailure {
 
 impl fmt::Display for CaseFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}: {}: {}", self.file, self.line, self.expr, self.message)
+        write!(
+            f,
+            "{}:{}: {}: {}",
+            self.file, self.line, self.expr, self.message
+        )
     }
 }
 
@@ -98,11 +102,13 @@ pub fn run_text(name: &str, text: &str, engine: &Engine) -> Result<FileReport, T
             Cmd::Clear => store = Store::default(),
             Cmd::Load { step_ms, series } => {
                 for (labels, vals) in series {
-                    let r = store.get_or_create(&labels).map_err(|e| TestFileError::Syntax {
-                        file: name.to_owned(),
-                        line: 0,
-                        message: format!("cannot create series {labels}: {e}"),
-                    })?;
+                    let r = store
+                        .get_or_create(&labels)
+                        .map_err(|e| TestFileError::Syntax {
+                            file: name.to_owned(),
+                            line: 0,
+                            message: format!("cannot create series {labels}: {e}"),
+                        })?;
                     for (i, v) in vals.into_iter().enumerate() {
                         if let Some(v) = v {
                             // Repeated definitions of a series are ignored
@@ -220,11 +226,9 @@ fn compare(expected: &[Expected], got: &QueryValue, ordered: bool) -> Result<(),
             Expected::Scalar(_) => None,
         })
         .collect();
-    let exp_str = || {
-        match expected.first() {
-            Some(Expected::Scalar(v)) => format!("scalar {}", format_float(*v)),
-            _ => fmt_samples(exp_samples.iter().copied()),
-        }
+    let exp_str = || match expected.first() {
+        Some(Expected::Scalar(v)) => format!("scalar {}", format_float(*v)),
+        _ => fmt_samples(exp_samples.iter().copied()),
     };
     match got {
         QueryValue::Scalar { v, .. } => match expected {
@@ -320,8 +324,8 @@ fn parse(file: &str, text: &str) -> Result<Vec<Cmd>, TestFileError> {
                     .map_err(|_| syntax(file, lineno, "step too large"))?;
                 let mut series = Vec::new();
                 while i < lines.len() && !lines[i].is_empty() {
-                    let (labels, vals) = parse_series_line(lines[i])
-                        .map_err(|e| syntax(file, i + 1, e))?;
+                    let (labels, vals) =
+                        parse_series_line(lines[i]).map_err(|e| syntax(file, i + 1, e))?;
                     // As Prometheus's framework: a later definition of the
                     // same series replaces the earlier one.
                     match series.iter_mut().find(|(l, _)| *l == labels) {
@@ -335,7 +339,9 @@ fn parse(file: &str, text: &str) -> Result<Vec<Cmd>, TestFileError> {
             "eval" | "eval_fail" | "eval_ordered" => {
                 let rest = rest
                     .strip_prefix("instant")
-                    .ok_or_else(|| syntax(file, lineno, "only `instant` evaluations are supported"))?
+                    .ok_or_else(|| {
+                        syntax(file, lineno, "only `instant` evaluations are supported")
+                    })?
                     .trim_start();
                 let rest = rest
                     .strip_prefix("at")
@@ -505,9 +511,10 @@ fn expand_value(tok: &str, out: &mut Vec<Option<f64>>) -> Result<(), String> {
         }
     };
     // In series values `0x10` is "0 repeated", not hexadecimal.
-    let Some((head, times)) = tok.rsplit_once('x').filter(|(h, t)| {
-        !h.is_empty() && !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit())
-    }) else {
+    let Some((head, times)) = tok
+        .rsplit_once('x')
+        .filter(|(h, t)| !h.is_empty() && !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+    else {
         out.push(Some(single(tok).ok_or_else(bad)?));
         return Ok(());
     };
@@ -515,9 +522,8 @@ fn expand_value(tok: &str, out: &mut Vec<Option<f64>>) -> Result<(), String> {
     // `a`, or `a+b` / `a-b`: the sign that is not the leading one and not
     // part of an exponent starts the increment.
     let hb = head.as_bytes();
-    let split = (1..hb.len()).find(|&k| {
-        (hb[k] == b'+' || hb[k] == b'-') && !matches!(hb[k - 1], b'e' | b'E')
-    });
+    let split = (1..hb.len())
+        .find(|&k| (hb[k] == b'+' || hb[k] == b'-') && !matches!(hb[k - 1], b'e' | b'E'));
     let (a, d) = match split {
         Some(k) => (
             single(&head[..k]).ok_or_else(bad)?,
@@ -540,7 +546,10 @@ mod tests {
     #[test]
     fn expanding_notation() {
         let (l, v) = parse_series_line(r#"m{a="x", b='y'} 1+2x2 _x2 stale 5-1x1 _ 3x1"#).unwrap();
-        assert_eq!(l, Labels::from_pairs([("__name__", "m"), ("a", "x"), ("b", "y")]));
+        assert_eq!(
+            l,
+            Labels::from_pairs([("__name__", "m"), ("a", "x"), ("b", "y")])
+        );
         let plain: Vec<Option<f64>> = v.iter().map(|x| x.filter(|f| !f.is_nan())).collect();
         assert_eq!(
             plain,

@@ -9,7 +9,9 @@ use crate::store::{stale_nan, Labels, Store};
 fn store(series: &[(&[(&str, &str)], &[(i64, f64)])]) -> Store {
     let s = Store::default();
     for (labels, samples) in series {
-        let r = s.get_or_create(&Labels::from_pairs(labels.iter().copied())).unwrap();
+        let r = s
+            .get_or_create(&Labels::from_pairs(labels.iter().copied()))
+            .unwrap();
         for &(t, v) in samples.iter() {
             s.append(r, t, v).unwrap();
         }
@@ -33,9 +35,18 @@ fn scalar(out: QueryOutput) -> f64 {
 
 fn demo() -> Store {
     store(&[
-        (&[("__name__", "m"), ("job", "a")], &[(0, 1.0), (60_000, 2.0)]),
-        (&[("__name__", "m"), ("job", "b")], &[(0, 10.0), (60_000, 20.0)]),
-        (&[("__name__", "n"), ("job", "a")], &[(0, 100.0), (60_000, 200.0)]),
+        (
+            &[("__name__", "m"), ("job", "a")],
+            &[(0, 1.0), (60_000, 2.0)],
+        ),
+        (
+            &[("__name__", "m"), ("job", "b")],
+            &[(0, 10.0), (60_000, 20.0)],
+        ),
+        (
+            &[("__name__", "n"), ("job", "a")],
+            &[(0, 100.0), (60_000, 200.0)],
+        ),
     ])
 }
 
@@ -69,7 +80,10 @@ fn selector_lookback_and_staleness() {
         &[("__name__", "m")],
         &[(0, 1.0), (10_000, 2.0), (20_000, stale_nan())],
     )]);
-    assert_eq!(vector(e.instant_query(&db, "m", 15_000).unwrap()), vec![("m".into(), 2.0)]);
+    assert_eq!(
+        vector(e.instant_query(&db, "m", 15_000).unwrap()),
+        vec![("m".into(), 2.0)]
+    );
     assert!(vector(e.instant_query(&db, "m", 25_000).unwrap()).is_empty());
     let db = store(&[(&[("__name__", "m")], &[(0, 1.0)])]);
     assert_eq!(vector(e.instant_query(&db, "m", 300_000).unwrap()).len(), 1);
@@ -95,10 +109,17 @@ fn binary_matching_and_name_dropping() {
     assert_eq!(v, vec![(r#"m{job="a"}"#.into(), 2.0)]);
     let v = vector(e.instant_query(&db, "m unless n", 60_000).unwrap());
     assert_eq!(v, vec![(r#"m{job="b"}"#.into(), 20.0)]);
-    let err = e
-        .instant_query(&db, "m + on() group_left n", 60_000)
-        .unwrap_err();
+    let v = vector(
+        e.instant_query(&db, "m + on() group_left n", 60_000)
+            .unwrap(),
+    );
+    assert_eq!(v[1], (r#"{job="b"}"#.into(), 220.0));
+    let err = e.instant_query(&db, "m + on() n", 60_000).unwrap_err();
     assert_eq!(err.error_type(), "execution");
+    assert!(
+        err.to_string().contains("multiple matches for labels"),
+        "{err}"
+    );
     let err = e.instant_query(&db, "n + on() m", 60_000).unwrap_err();
     assert!(err.to_string().contains("found duplicate series"), "{err}");
 }
@@ -109,7 +130,10 @@ fn aggregations() {
     let db = demo();
     let q = |s: &str| vector(e.instant_query(&db, s, 60_000).unwrap());
     assert_eq!(q("sum(m)"), vec![("{}".into(), 22.0)]);
-    assert_eq!(q("count by (job) ({__name__=~\"m|n\"})")[0], (r#"{job="a"}"#.into(), 2.0));
+    assert_eq!(
+        q("count by (job) ({__name__=~\"m|n\"})")[0],
+        (r#"{job="a"}"#.into(), 2.0)
+    );
     assert_eq!(q("max without (job) (m)"), vec![("{}".into(), 20.0)]);
     assert_eq!(q("topk(1, m)"), vec![(r#"m{job="b"}"#.into(), 20.0)]);
     assert_eq!(q("bottomk(1, m)"), vec![(r#"m{job="a"}"#.into(), 2.0)]);
@@ -127,7 +151,10 @@ fn functions_and_range_queries() {
     assert_eq!(v.len(), 1);
     assert!((v[0].1 - 1.0).abs() < 1e-9);
     assert_eq!(v[0].0, "{}");
-    let v = vector(e.instant_query(&db, "max_over_time(c[1m:10s])", 100_000).unwrap());
+    let v = vector(
+        e.instant_query(&db, "max_over_time(c[1m:10s])", 100_000)
+            .unwrap(),
+    );
     assert_eq!(v, vec![("{}".into(), 100.0)]);
     let v = vector(e.instant_query(&db, "c @ 50", 100_000).unwrap());
     assert_eq!(v, vec![("c".into(), 50.0)]);
@@ -137,12 +164,17 @@ fn functions_and_range_queries() {
     match out.value {
         QueryValue::Matrix(m) => {
             assert_eq!(m.len(), 1);
-            assert_eq!(m[0].samples, vec![(0, 0.0), (50_000, 100.0), (100_000, 200.0)]);
+            assert_eq!(
+                m[0].samples,
+                vec![(0, 0.0), (50_000, 100.0), (100_000, 200.0)]
+            );
         }
         other => panic!("{other:?}"),
     }
     let out = e.range_query(&db, "time()", 0, 60_000, 60_000).unwrap();
-    assert!(matches!(out.value, QueryValue::Matrix(ref m) if m[0].samples == vec![(0, 0.0), (60_000, 60.0)]));
+    assert!(
+        matches!(out.value, QueryValue::Matrix(ref m) if m[0].samples == vec![(0, 0.0), (60_000, 60.0)])
+    );
     assert!(e.range_query(&db, "c[1m]", 0, 60_000, 60_000).is_err());
 }
 
@@ -154,7 +186,9 @@ fn too_many_samples() {
     });
     let err = e.instant_query(&demo(), "m", 60_000).unwrap_err();
     assert_eq!(err.error_type(), "execution");
-    assert!(err.to_string().starts_with("query processing would load too many samples"));
+    assert!(err
+        .to_string()
+        .starts_with("query processing would load too many samples"));
 }
 
 /// Runs every promqltest file of the shared data and prints the counts. Does
@@ -179,7 +213,12 @@ fn promql_conformance_counts() {
     for f in &files {
         match promqltest::run_file(f, &engine) {
             Ok(r) => {
-                println!("{}: {} passed, {} failed", f.display(), r.passed, r.failures.len());
+                println!(
+                    "{}: {} passed, {} failed",
+                    f.display(),
+                    r.passed,
+                    r.failures.len()
+                );
                 passed += r.passed;
                 failed += r.failures.len();
             }
