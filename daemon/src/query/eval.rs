@@ -109,11 +109,11 @@ pub(super) fn instant(
         let ra = ev.range_arg(unwrap_paren(expr))?;
         let mut out = Vec::with_capacity(ra.series.len());
         for s in ra.series {
-            let reft = ra.at.unwrap_or(ts) - ra.offset;
+            let reft = ra.at.unwrap_or(ts).saturating_sub(ra.offset);
             let samples: Vec<(i64, f64)> = s
                 .samples
                 .iter()
-                .filter(|p| p.0 >= reft - ra.range && p.0 <= reft)
+                .filter(|p| p.0 >= reft.saturating_sub(ra.range) && p.0 <= reft)
                 .copied()
                 .collect();
             if !samples.is_empty() {
@@ -449,7 +449,9 @@ impl<'a> Ev<'a> {
         if self.end < self.start {
             return 0;
         }
-        ((self.end - self.start) / self.interval + 1) as usize
+        usize::try_from(self.end.abs_diff(self.start) / self.interval.unsigned_abs())
+            .unwrap_or(usize::MAX)
+            .saturating_add(1)
     }
 
     fn ts(&self, i: usize) -> i64 {
@@ -548,8 +550,8 @@ impl<'a> Ev<'a> {
     /// Reference-time bounds `(first, last)` of a selector over all steps.
     fn ref_bounds(&self, at: Option<i64>, off: i64) -> (i64, i64) {
         match at {
-            Some(t) => (t - off, t - off),
-            None => (self.start - off, self.end - off),
+            Some(t) => (t.saturating_sub(off), t.saturating_sub(off)),
+            None => (self.start.saturating_sub(off), self.end.saturating_sub(off)),
         }
     }
 
@@ -561,7 +563,10 @@ impl<'a> Ev<'a> {
         let at = self.at_ms(&vs.at);
         let lookback = self.ctx.opts.lookback_delta_ms;
         let (lo, hi) = self.ref_bounds(at, off);
-        let data = self.ctx.db.select(&matchers, lo - lookback, hi);
+        let data = self
+            .ctx
+            .db
+            .select(&matchers, lo.saturating_sub(lookback), hi);
         let steps = self.steps();
         let mut out = Vec::with_capacity(data.len());
         for s in data {
@@ -570,13 +575,13 @@ impl<'a> Ev<'a> {
             let mut j = 0usize;
             for i in 0..steps {
                 let ts = self.ts(i);
-                let reft = at.unwrap_or(ts) - off;
+                let reft = at.unwrap_or(ts).saturating_sub(off);
                 while j < s.samples.len() && s.samples[j].0 <= reft {
                     j += 1;
                 }
                 if j > 0 {
                     let (t, v) = s.samples[j - 1];
-                    if t >= reft - lookback && !is_stale_nan(v) {
+                    if t >= reft.saturating_sub(lookback) && !is_stale_nan(v) {
                         pts.push((ts, if want_ts { t as f64 / 1000.0 } else { v }));
                     }
                 }
@@ -607,7 +612,7 @@ impl<'a> Ev<'a> {
         let at = self.at_ms(&vs.at);
         let range = i64::try_from(ms.range.as_millis()).unwrap_or(i64::MAX);
         let (lo, hi) = self.ref_bounds(at, off);
-        let mut data = self.ctx.db.select(&matchers, lo - range, hi);
+        let mut data = self.ctx.db.select(&matchers, lo.saturating_sub(range), hi);
         let series = data
             .drain(..)
             .map(|mut s| {
@@ -636,15 +641,22 @@ impl<'a> Ev<'a> {
         };
         let (lo, hi) = self.ref_bounds(at, off);
         // First multiple of the step at or after lo - range (absolute alignment).
-        let first = lo - range;
-        let start =
-            first.div_euclid(step) * step + if first.rem_euclid(step) == 0 { 0 } else { step };
+        let first = lo.saturating_sub(range);
+        let rem = first.rem_euclid(step);
+        let start = if rem == 0 {
+            first
+        } else {
+            first.saturating_add(step - rem)
+        };
         let child = Ev {
             ctx: self.ctx,
             start,
             end: hi,
             interval: step,
         };
+        if child.steps() > self.ctx.opts.max_samples {
+            return Err(QueryError::TooManySamples("query execution"));
+        }
         let series = if start > hi {
             Vec::new()
         } else {
@@ -1440,8 +1452,8 @@ impl<'a> Ev<'a> {
             let sm = &s.samples;
             for i in 0..steps {
                 let ts = self.ts(i);
-                let reft = ra.at.unwrap_or(ts) - ra.offset;
-                let mint = reft - ra.range;
+                let reft = ra.at.unwrap_or(ts).saturating_sub(ra.offset);
+                let mint = reft.saturating_sub(ra.range);
                 // Windows only move forward, except with `@` where they are fixed.
                 if hi > 0 && hi <= sm.len() && sm.get(hi - 1).is_some_and(|p| p.0 > reft) {
                     lo = 0;
@@ -1697,16 +1709,8 @@ impl Group {
                 let c = self.count as f64;
                 self.mean += v / c - self.mean / c;
             }
-            T_MAX => {
-                if self.value < v || self.value.is_nan() {
-                    self.value = v;
-                }
-            }
-            T_MIN => {
-                if self.value > v || self.value.is_nan() {
-                    self.value = v;
-                }
-            }
+            T_MAX if self.value < v || self.value.is_nan() => self.value = v,
+            T_MIN if self.value > v || self.value.is_nan() => self.value = v,
             T_COUNT | T_COUNT_VALUES => self.count += 1,
             T_STDDEV | T_STDVAR => {
                 self.count += 1;

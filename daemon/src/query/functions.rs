@@ -274,7 +274,7 @@ pub(super) fn quantile(q: f64, vals: &mut [f64]) -> f64 {
 }
 
 /// Quantile from cumulative classic-histogram buckets `(upper bound, count)`.
-pub(super) fn bucket_quantile(q: f64, buckets: &mut Vec<(f64, f64)>) -> f64 {
+pub(super) fn bucket_quantile(q: f64, buckets: &mut [(f64, f64)]) -> f64 {
     if q.is_nan() {
         return f64::NAN;
     }
@@ -373,7 +373,9 @@ pub(super) fn go_min(x: f64, y: f64) -> f64 {
 
 /// Go's `int64(f)` on amd64: out-of-range and NaN give `math.MinInt64`.
 pub(super) fn go_f64_to_i64(v: f64) -> i64 {
-    if v.is_nan() || v >= 9.223372036854775807e18 || v < -9.223372036854775808e18 {
+    // 2^63 is exactly representable; every float below it converts.
+    const TWO_63: f64 = 9_223_372_036_854_775_808.0;
+    if v.is_nan() || !(-TWO_63..TWO_63).contains(&v) {
         i64::MIN
     } else {
         v as i64

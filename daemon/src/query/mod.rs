@@ -63,6 +63,9 @@ impl Default for EngineOptions {
 /// global evaluation interval, 1m by default.
 pub(crate) const DEFAULT_SUBQUERY_STEP_MS: i64 = 60_000;
 
+/// Most steps a range query may have, as Prometheus's HTTP API enforces.
+pub const MAX_POINTS_PER_SERIES: u64 = 11_000;
+
 /// One element of an instant vector.
 #[derive(Clone, Debug, PartialEq)]
 pub struct InstantSample {
@@ -201,6 +204,12 @@ impl Engine {
         if end_ms < start_ms {
             return Err(QueryError::BadData(
                 "end timestamp must not be before start time".into(),
+            ));
+        }
+        // Prometheus's API limit; it also bounds the per-step buffers.
+        if (end_ms.abs_diff(start_ms) / step_ms.unsigned_abs()) > MAX_POINTS_PER_SERIES {
+            return Err(QueryError::BadData(
+                "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)".into(),
             ));
         }
         let expr = parse(query)?;

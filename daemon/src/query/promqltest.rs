@@ -92,6 +92,45 @@ pub fn run_file(path: &Path, engine: &Engine) -> Result<FileReport, TestFileErro
     run_text(&name, &text, engine)
 }
 
+/// Executes only the `load` and `clear` commands of a test file and returns
+/// the store as the file leaves it: test data for other tools.
+pub fn load_store(name: &str, text: &str) -> Result<Store, TestFileError> {
+    let mut store = Store::default();
+    for cmd in parse(name, text)? {
+        match cmd {
+            Cmd::Clear => store = Store::default(),
+            Cmd::Load { step_ms, series } => load(name, &store, step_ms, series)?,
+            Cmd::Eval { .. } => {}
+        }
+    }
+    Ok(store)
+}
+
+fn load(
+    name: &str,
+    store: &Store,
+    step_ms: i64,
+    series: Vec<(Labels, Vec<Option<f64>>)>,
+) -> Result<(), TestFileError> {
+    for (labels, vals) in series {
+        let r = store
+            .get_or_create(&labels)
+            .map_err(|e| TestFileError::Syntax {
+                file: name.to_owned(),
+                line: 0,
+                message: format!("cannot create series {labels}: {e}"),
+            })?;
+        for (i, v) in vals.into_iter().enumerate() {
+            if let Some(v) = v {
+                // A series loaded again by a later `load` without `clear`
+                // keeps its earlier samples; older ones are refused.
+                let _ = store.append(r, i as i64 * step_ms, v);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Runs test file content; `name` is used in messages.
 pub fn run_text(name: &str, text: &str, engine: &Engine) -> Result<FileReport, TestFileError> {
     let cmds = parse(name, text)?;
@@ -100,24 +139,7 @@ pub fn run_text(name: &str, text: &str, engine: &Engine) -> Result<FileReport, T
     for cmd in cmds {
         match cmd {
             Cmd::Clear => store = Store::default(),
-            Cmd::Load { step_ms, series } => {
-                for (labels, vals) in series {
-                    let r = store
-                        .get_or_create(&labels)
-                        .map_err(|e| TestFileError::Syntax {
-                            file: name.to_owned(),
-                            line: 0,
-                            message: format!("cannot create series {labels}: {e}"),
-                        })?;
-                    for (i, v) in vals.into_iter().enumerate() {
-                        if let Some(v) = v {
-                            // Repeated definitions of a series are ignored
-                            // sample by sample, as appends out of order.
-                            let _ = store.append(r, i as i64 * step_ms, v);
-                        }
-                    }
-                }
-            }
+            Cmd::Load { step_ms, series } => load(name, &store, step_ms, series)?,
             Cmd::Eval {
                 line,
                 at_ms,

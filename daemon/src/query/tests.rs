@@ -109,10 +109,17 @@ fn binary_matching_and_name_dropping() {
     assert_eq!(v, vec![(r#"m{job="a"}"#.into(), 2.0)]);
     let v = vector(e.instant_query(&db, "m unless n", 60_000).unwrap());
     assert_eq!(v, vec![(r#"m{job="b"}"#.into(), 20.0)]);
-    let err = e
-        .instant_query(&db, "m + on() group_left n", 60_000)
-        .unwrap_err();
+    let v = vector(
+        e.instant_query(&db, "m + on() group_left n", 60_000)
+            .unwrap(),
+    );
+    assert_eq!(v[1], (r#"{job="b"}"#.into(), 220.0));
+    let err = e.instant_query(&db, "m + on() n", 60_000).unwrap_err();
     assert_eq!(err.error_type(), "execution");
+    assert!(
+        err.to_string().contains("multiple matches for labels"),
+        "{err}"
+    );
     let err = e.instant_query(&db, "n + on() m", 60_000).unwrap_err();
     assert!(err.to_string().contains("found duplicate series"), "{err}");
 }
