@@ -30,7 +30,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 QUERIES = [
     ("sum by (job) (rate(x[5m]))", 'sum by (job) (rate(api_http_requests_total[5m]))'),
-    ("sum by (instance) (rate over 10 families)", 'sum by (instance) (rate({__name__=~"(api|auth)_.*_total"}[5m]))'),
+    ("count by (__name__) over 20k series", 'count by (__name__) ({__name__=~"(api|auth)_.*"})'),
     ("histogram_quantile p95", 'histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket[5m])))'),
     ("group_left join", 'api_queue_depth * on (instance) group_left (job) up'),
     ("topk", 'topk(5, api_queue_depth)'),
@@ -99,9 +99,14 @@ def main():
     if not os.path.exists(target_py):
         print(f"SKIP: {target_py} not found (set --shared)")
         return 0
+    import socket
+    for port in (29090, 29400):
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                raise SystemExit(f"port {port} is already in use; stop whatever listens there first")
     tmp = tempfile.mkdtemp(prefix="hs-qbench-")
-    targets = [f"127.0.0.1:{p}" for p in range(19101, 19121)]
-    hist = [f"127.0.0.1:{p}" for p in range(19131, 19135)]
+    targets = [f"127.0.0.1:{p}" for p in range(29101, 29121)]
+    hist = [f"127.0.0.1:{p}" for p in range(29131, 29135)]
     servers = []
     for addr in hist:
         srv = ThreadingHTTPServer(("127.0.0.1", int(addr.split(":")[1])), hist_handler())
@@ -116,24 +121,28 @@ def main():
     with open(os.path.join(tmp, "prometheus.yml"), "w") as f:
         f.write(head + jobs)
     with open(os.path.join(tmp, "homeostat.yaml"), "w") as f:
-        f.write(head + f"web:\n  listen_address: 127.0.0.1:19400\nstate:\n  path: {tmp}/state.db\n" + jobs)
+        f.write(head + f"web:\n  listen_address: 127.0.0.1:29400\nstate:\n  path: {tmp}/state.db\n" + jobs)
     procs = []
     try:
-        procs.append(subprocess.Popen([sys.executable, target_py, "--ports", "19101-19120", "--series", "5000",
+        procs.append(subprocess.Popen([sys.executable, target_py, "--ports", "29101-29120", "--series", "5000",
                                        "--control-file", ctl, "--max-runtime", str(a.warmup + 600)],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        wait_http("http://127.0.0.1:19101/metrics")
+        wait_http("http://127.0.0.1:29101/metrics")
         procs.append(subprocess.Popen([a.prometheus, f"--config.file={tmp}/prometheus.yml",
-                                       f"--storage.tsdb.path={tmp}/prom", "--web.listen-address=127.0.0.1:19090"],
+                                       f"--storage.tsdb.path={tmp}/prom", "--web.listen-address=127.0.0.1:29090"],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         procs.append(subprocess.Popen([a.homeostat, "run", "--config", f"{tmp}/homeostat.yaml"],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        wait_http("http://127.0.0.1:19090/-/ready")
-        wait_http("http://127.0.0.1:19400/-/ready")
+        wait_http("http://127.0.0.1:29090/-/ready")
+        wait_http("http://127.0.0.1:29400/-/ready")
         print(f"warming up {a.warmup}s ...", file=sys.stderr)
         time.sleep(a.warmup)
         ts = time.time() - 10
-        prom, hs = "http://127.0.0.1:19090", "http://127.0.0.1:19400"
+        prom, hs = "http://127.0.0.1:29090", "http://127.0.0.1:29400"
+        for base in (prom, hs):
+            _, n_up = instant(base, "up == 1", ts)
+            _, n_series = instant(base, "count_over_time(api_queue_depth[5m])", ts)
+            print(f"{base}: {n_up} targets up, {n_series} api_queue_depth series", file=sys.stderr)
         print(f"\n100k series (20 targets x 5,000) + 4 histogram targets, 5s scrape, {a.warmup}s of data; "
               f"instant queries at one timestamp, median of {a.runs} runs over HTTP\n")
         print("| query | Prometheus 2.42 | homeostat | ratio | series returned (P / h) |")

@@ -35,6 +35,30 @@ cargo build --workspace --bins --locked
 echo "== tests"
 cargo test --workspace --locked
 
+# PromQL conformance on Prometheus 2.42's own test files (../shared/data, or
+# $HOMEOSTAT_SHARED_DATA). The README records the passing count; it may only
+# go up, so a lower count fails the suite, as does falling under 95%.
+PROMQL_MIN_PASSED=445
+data="${HOMEOSTAT_SHARED_DATA:-../shared/data}"
+if [ -d "$data/promql" ]; then
+  echo "== PromQL conformance ($data/promql)"
+  out=$(target/debug/homeostat promql-test "$data"/promql/*.test 2>&1) || true
+  printf '%s\n' "$out" | grep -v '^ ' | tail -n 40
+  last=$(printf '%s\n' "$out" | tail -n 1)
+  passed=$(echo "$last" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1/p')
+  failed=$(echo "$last" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\2/p')
+  if [ -z "$passed" ]; then
+    echo "promql-test did not print its summary line" >&2
+    exit 1
+  fi
+  if [ "$passed" -lt "$PROMQL_MIN_PASSED" ] || [ $((passed * 100)) -lt $(((passed + failed) * 95)) ]; then
+    echo "PromQL conformance fell: $passed passed, $failed failed (need >= $PROMQL_MIN_PASSED and >= 95%)" >&2
+    exit 1
+  fi
+else
+  echo "SKIP: PromQL conformance: $data/promql not found (set HOMEOSTAT_SHARED_DATA)"
+fi
+
 if [ "${FUZZ_SECONDS:-60}" != "0" ]; then
   echo "== fuzz smoke run (${FUZZ_SECONDS:-60}s)"
   scripts/fuzz.sh "${FUZZ_SECONDS:-60}"

@@ -11,14 +11,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::collect::{now_ms, ScrapeManager};
 use crate::config::{Config, ConfigError, LoadedConfig};
-use crate::query::{Engine, EngineOptions};
+use crate::query::Engine;
 use crate::state::{ReloadRecord, StateDb, StateError};
 use crate::store::Store;
 use crate::telemetry::Telemetry;
@@ -154,12 +154,13 @@ impl Daemon {
         let retention = Arc::new(Mutex::new(cfg.storage.retention.0));
         spawn_retention(&tracker, &shutdown, store.clone(), retention.clone());
 
+        let engine = Arc::new(RwLock::new(Engine::new(cfg.query.engine_options())));
         let (reload, reload_rx) = ReloadHandle::channel();
         let ready = Arc::new(AtomicBool::new(false));
         let app = web::router(
             AppState {
                 store: store.clone(),
-                engine: Arc::new(Engine::new(EngineOptions::default())),
+                engine: engine.clone(),
                 targets: scrape.registry.clone(),
                 telemetry: telemetry.clone(),
                 reload: reload.clone(),
@@ -190,6 +191,7 @@ impl Daemon {
             telemetry,
             retention,
             store: store.clone(),
+            engine,
         };
         tracker.spawn(reloader.run(reload_rx, shutdown.clone()));
 
@@ -298,6 +300,7 @@ struct Reloader {
     telemetry: Arc<Telemetry>,
     retention: Arc<Mutex<Duration>>,
     store: Arc<Store>,
+    engine: Arc<RwLock<Engine>>,
 }
 
 impl Reloader {
@@ -334,6 +337,9 @@ impl Reloader {
         }
         *self.retention.lock() = new.storage.retention.0;
         self.store.set_max_series(new.storage.max_series);
+        if old.query != new.query {
+            *self.engine.write() = Engine::new(new.query.engine_options());
+        }
         self.scrape
             .apply(new.scrape_configs.clone(), loaded.source.base_dir())
             .await;

@@ -21,6 +21,7 @@ use serde::Deserialize;
 pub use units::{ByteSize, PromDuration};
 
 use crate::collect::prometheus::ScrapeConfig;
+use crate::query::QueryConfig;
 use crate::state::StateConfig;
 use crate::store::StorageConfig;
 use crate::web::WebConfig;
@@ -39,6 +40,8 @@ pub struct Config {
     pub web: WebConfig,
     /// The in-memory series store.
     pub storage: StorageConfig,
+    /// PromQL engine limits.
+    pub query: QueryConfig,
     /// The durable state database.
     pub state: StateConfig,
     /// Prometheus-format scrape jobs, written as in `prometheus.yml`.
@@ -327,6 +330,7 @@ impl Config {
         }
         self.web.validate("web", v);
         self.storage.validate("storage", v);
+        self.query.validate("query", v);
         self.state.validate("state", v);
         let mut seen = std::collections::HashMap::new();
         for (i, job) in self.scrape_configs.iter().enumerate() {

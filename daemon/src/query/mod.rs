@@ -17,11 +17,14 @@
 //! samples once and walks them with cursors instead of re-selecting per step.
 
 mod eval;
+mod config;
 mod functions;
 pub mod promqltest;
 
 use std::sync::Once;
 use std::time::Duration;
+
+pub use config::QueryConfig;
 
 use crate::store::{Labels, Matcher, SeriesSamples, Store};
 

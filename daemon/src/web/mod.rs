@@ -89,7 +89,8 @@ impl WebConfig {
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<Store>,
-    pub engine: Arc<Engine>,
+    /// Replaced on reload when `query:` limits change.
+    pub engine: Arc<parking_lot::RwLock<Engine>>,
     pub targets: TargetRegistry,
     pub telemetry: Arc<Telemetry>,
     pub reload: ReloadHandle,

@@ -91,13 +91,13 @@ pub fn parse_time(s: &str) -> Result<i64, String> {
 
 fn parse_rfc3339(s: &str) -> Option<i64> {
     // humantime reads only UTC ("Z"); fold a numeric offset in by hand.
-    let (base, offset_s) = match s.len().checked_sub(6).map(|i| s.split_at(i)) {
-        Some((b, off))
-            if (off.starts_with('+') || off.starts_with('-')) && off.as_bytes()[3] == b':' =>
-        {
+    // `get` rather than slicing: the input is user text and may not be ASCII.
+    let split = s.len().checked_sub(6).and_then(|i| Some((s.get(..i)?, s.get(i..)?)));
+    let (base, offset_s) = match split {
+        Some((b, off)) if (off.starts_with('+') || off.starts_with('-')) && off.as_bytes().get(3) == Some(&b':') => {
             let sign = if off.starts_with('-') { -1 } else { 1 };
-            let h: i64 = off[1..3].parse().ok()?;
-            let m: i64 = off[4..6].parse().ok()?;
+            let h: i64 = off.get(1..3)?.parse().ok()?;
+            let m: i64 = off.get(4..6)?.parse().ok()?;
             (format!("{b}Z"), sign * (h * 3600 + m * 60))
         }
         _ => (s.to_string(), 0),
@@ -193,7 +193,7 @@ fn respond(data: Value, warnings: &[String]) -> Response {
 
 /// A per-request timeout shorter than the engine's, from `timeout=`.
 fn engine_for(s: &AppState, p: &Params) -> Result<crate::query::Engine, ApiError> {
-    let mut opts = s.engine.options().clone();
+    let mut opts = s.engine.read().options().clone();
     if let Some(t) = p.get("timeout").filter(|t| !t.is_empty()) {
         let ms = parse_step(t)
             .map_err(|e| ApiError::bad_data(format!("invalid parameter \"timeout\": {e}")))?;
@@ -444,6 +444,8 @@ mod tests {
             1_435_781_451_000
         );
         assert!(parse_time("yesterday").is_err());
+        assert!(parse_time("2015-07-01T20:10:5é+02:00").is_err());
+        assert!(parse_time("ééééééé").is_err());
     }
 
     #[test]

@@ -33,7 +33,7 @@ fn app(ready: bool, reload_ok: bool) -> Router {
         AppState {
             telemetry: Arc::new(Telemetry::new(store.clone())),
             store,
-            engine: Arc::new(crate::query::Engine::default()),
+            engine: Arc::new(parking_lot::RwLock::new(crate::query::Engine::default())),
             targets: TargetRegistry::default(),
             reload,
             ready: Arc::new(AtomicBool::new(ready)),
