@@ -75,6 +75,11 @@ struct Ev<'a> {
     start: i64,
     end: i64,
     interval: i64,
+    /// Inside an `@` subquery: the last sample time its selectors loaded
+    /// data for (Prometheus selects data once per query from a static
+    /// analysis, which matters only when `@` windows slide; see
+    /// `range_function`).
+    data_max: Option<i64>,
 }
 
 fn dup_labelset_err() -> QueryError {
@@ -104,6 +109,7 @@ pub(super) fn instant(
         start: ts,
         end: ts,
         interval: 1,
+        data_max: None,
     };
     let value = if expr.value_type() == ValueType::Matrix {
         let ra = ev.range_arg(unwrap_paren(expr))?;
@@ -177,6 +183,7 @@ pub(super) fn range(
         start,
         end,
         interval: step,
+        data_max: None,
     };
     let value = match ev.eval(expr)? {
         Val::Vector(mut m) => {
@@ -555,6 +562,14 @@ impl<'a> Ev<'a> {
         }
     }
 
+    /// Last sample time a selector may load.
+    fn load_max(&self, at: Option<i64>, off: i64, hi: i64) -> i64 {
+        match (at, self.data_max) {
+            (None, Some(m)) => hi.min(m.saturating_sub(off)),
+            _ => hi,
+        }
+    }
+
     /// Instant vector selector. With `want_ts` the values are the sample
     /// timestamps in seconds (for `timestamp()`).
     fn vector_selector(&self, vs: &VectorSelector, want_ts: bool) -> Result<Matrix> {
@@ -563,10 +578,11 @@ impl<'a> Ev<'a> {
         let at = self.at_ms(&vs.at);
         let lookback = self.ctx.opts.lookback_delta_ms;
         let (lo, hi) = self.ref_bounds(at, off);
-        let data = self
-            .ctx
-            .db
-            .select(&matchers, lo.saturating_sub(lookback), hi);
+        let data = self.ctx.db.select(
+            &matchers,
+            lo.saturating_sub(lookback),
+            self.load_max(at, off, hi),
+        );
         let steps = self.steps();
         let mut out = Vec::with_capacity(data.len());
         for s in data {
@@ -600,7 +616,7 @@ impl<'a> Ev<'a> {
     fn range_arg(&self, e: &Expr) -> Result<RangeArg> {
         match e {
             Expr::MatrixSelector(ms) => self.matrix_selector(ms),
-            Expr::Subquery(sq) => self.subquery(sq),
+            Expr::Subquery(sq) => self.subquery(sq, 0),
             _ => Err(exec_err("expected range vector")),
         }
     }
@@ -612,7 +628,11 @@ impl<'a> Ev<'a> {
         let at = self.at_ms(&vs.at);
         let range = i64::try_from(ms.range.as_millis()).unwrap_or(i64::MAX);
         let (lo, hi) = self.ref_bounds(at, off);
-        let mut data = self.ctx.db.select(&matchers, lo.saturating_sub(range), hi);
+        let mut data = self.ctx.db.select(
+            &matchers,
+            lo.saturating_sub(range),
+            self.load_max(at, off, hi),
+        );
         let series = data
             .drain(..)
             .map(|mut s| {
@@ -631,7 +651,9 @@ impl<'a> Ev<'a> {
         })
     }
 
-    fn subquery(&self, sq: &SubqueryExpr) -> Result<RangeArg> {
+    /// Subquery; `extend_ms` lengthens the inner evaluation past its `@`
+    /// time (see the `predict_linear` quirk in `range_function`).
+    fn subquery(&self, sq: &SubqueryExpr, extend_ms: i64) -> Result<RangeArg> {
         let off = offset_ms(&sq.offset);
         let at = self.at_ms(&sq.at);
         let range = i64::try_from(sq.range.as_millis()).unwrap_or(i64::MAX);
@@ -651,8 +673,12 @@ impl<'a> Ev<'a> {
         let child = Ev {
             ctx: self.ctx,
             start,
-            end: hi,
+            end: hi.saturating_add(extend_ms),
             interval: step,
+            data_max: match at {
+                Some(t) => Some(t.saturating_sub(off)),
+                None => self.data_max.map(|m| m.saturating_sub(off)),
+            },
         };
         if child.steps() > self.ctx.opts.max_samples {
             return Err(QueryError::TooManySamples("query execution"));
@@ -941,7 +967,16 @@ impl<'a> Ev<'a> {
                     .param
                     .as_ref()
                     .ok_or_else(|| QueryError::BadData("missing aggregation parameter".into()))?;
-                params = Some(self.eval_scalar(p)?);
+                let mut v = self.eval_scalar(p)?;
+                // Prometheus 2.42 ignores the parameter when deciding that an
+                // aggregation is step-invariant, and then evaluates the whole
+                // aggregation, parameter included, at the first step only.
+                if step_invariant(&a.expr) && !step_invariant(p) {
+                    if let Some(&first) = v.first() {
+                        v.iter_mut().for_each(|x| *x = first);
+                    }
+                }
+                params = Some(v);
             }
             T_COUNT_VALUES => {
                 let p = a
@@ -1003,9 +1038,6 @@ impl<'a> Ev<'a> {
             self.check_timeout()?;
             let ts = self.ts(i);
             cur.at(&m, ts, &mut vec);
-            if vec.is_empty() {
-                continue;
-            }
             let param = params
                 .as_ref()
                 .map_or(0.0, |p| p.get(i).copied().unwrap_or(f64::NAN));
@@ -1021,6 +1053,9 @@ impl<'a> Ev<'a> {
                 if k < 1 {
                     continue;
                 }
+            }
+            if vec.is_empty() {
+                continue;
             }
             groups.clear();
             gidx.clear();
@@ -1222,7 +1257,7 @@ impl<'a> Ev<'a> {
                             samples: (0..steps)
                                 .map(|i| {
                                     let ts = self.ts(i);
-                                    (ts, f(ts.div_euclid(1000)))
+                                    (ts, f(ts / 1000))
                                 })
                                 .collect(),
                         }])),
@@ -1416,31 +1451,18 @@ impl<'a> Ev<'a> {
                 scalars.push(self.eval_scalar(a)?);
             }
         }
-        if name == "holt_winters" {
-            for i in 0..self.steps() {
-                let sf = scalars
-                    .first()
-                    .and_then(|s| s.get(i))
-                    .copied()
-                    .unwrap_or(f64::NAN);
-                let tf = scalars
-                    .get(1)
-                    .and_then(|s| s.get(i))
-                    .copied()
-                    .unwrap_or(f64::NAN);
-                if !(sf > 0.0 && sf < 1.0) {
-                    return Err(exec_err(format!(
-                        "invalid smoothing factor. Expected: 0 < sf < 1, got: {sf:.6}"
-                    )));
-                }
-                if !(tf > 0.0 && tf < 1.0) {
-                    return Err(exec_err(format!(
-                        "invalid trend factor. Expected: 0 < tf < 1, got: {tf:.6}"
-                    )));
-                }
+        // Prometheus 2.42 quirk: `predict_linear` is not step-invariant, so
+        // with `@` on its range argument the engine turns `@` into an offset
+        // relative to the query start and the window slides with the step
+        // (over data loaded for the `@` time only, or a subquery evaluated
+        // `end - start` past it). Reproduced so range queries agree.
+        let at_slides = !call_is_step_invariant(name, args);
+        let ra = match args[mi] {
+            Expr::Subquery(sq) if at_slides && sq.at.is_some() => {
+                self.subquery(sq, self.end - self.start)?
             }
-        }
-        let ra = self.range_arg(args[mi])?;
+            e => self.range_arg(e)?,
+        };
         let keep_name = name == "last_over_time";
         let steps = self.steps();
         let mut out: Matrix = Vec::with_capacity(ra.series.len());
@@ -1452,7 +1474,12 @@ impl<'a> Ev<'a> {
             let sm = &s.samples;
             for i in 0..steps {
                 let ts = self.ts(i);
-                let reft = ra.at.unwrap_or(ts).saturating_sub(ra.offset);
+                let reft = match ra.at {
+                    Some(at) if at_slides => at.saturating_add(ts - self.start),
+                    Some(at) => at,
+                    None => ts,
+                }
+                .saturating_sub(ra.offset);
                 let mint = reft.saturating_sub(ra.range);
                 // Windows only move forward, except with `@` where they are fixed.
                 if hi > 0 && hi <= sm.len() && sm.get(hi - 1).is_some_and(|p| p.0 > reft) {
@@ -1475,6 +1502,10 @@ impl<'a> Ev<'a> {
                 self.add_samples(w.len())?;
                 for (k, sc) in scalars.iter().enumerate() {
                     sargs[k] = sc.get(i).copied().unwrap_or(f64::NAN);
+                }
+                if name == "holt_winters" {
+                    // Checked only when called, i.e. for non-empty windows.
+                    check_holt_winters(&sargs)?;
                 }
                 let ctx = WinCtx {
                     ts,
@@ -1520,6 +1551,60 @@ impl<'a> Ev<'a> {
         }
         Ok(Val::Vector(merge_same_labels(out)?))
     }
+}
+
+/// Prometheus 2.42's step-invariance analysis (`preprocessExprHelper`):
+/// which subtrees its engine evaluates once, at the evaluator's start.
+fn step_invariant(e: &Expr) -> bool {
+    match e {
+        Expr::VectorSelector(vs) => vs.at.is_some(),
+        Expr::MatrixSelector(ms) => ms.vs.at.is_some(),
+        Expr::NumberLiteral(_) | Expr::StringLiteral(_) => true,
+        Expr::Paren(p) => step_invariant(&p.expr),
+        Expr::Unary(u) => step_invariant(&u.expr),
+        Expr::Binary(b) => step_invariant(&b.lhs) && step_invariant(&b.rhs),
+        // The parameter is not looked at, as in Prometheus.
+        Expr::Aggregate(a) => step_invariant(&a.expr),
+        Expr::Call(c) => {
+            let args: Vec<&Expr> = c.args.args.iter().map(|b| unwrap_paren(b)).collect();
+            call_is_step_invariant(c.func.name, &args)
+        }
+        Expr::Subquery(sq) => sq.at.is_some(),
+        Expr::Extension(_) => false,
+    }
+}
+
+fn call_is_step_invariant(name: &str, args: &[&Expr]) -> bool {
+    // Prometheus's `AtModifierUnsafeFunctions`.
+    const UNSAFE: [&str; 10] = [
+        "days_in_month",
+        "day_of_month",
+        "day_of_week",
+        "day_of_year",
+        "hour",
+        "minute",
+        "month",
+        "year",
+        "predict_linear",
+        "time",
+    ];
+    !UNSAFE.contains(&name) && args.iter().all(|a| step_invariant(a))
+}
+
+fn check_holt_winters(args: &[f64]) -> Result<()> {
+    let sf = args.first().copied().unwrap_or(f64::NAN);
+    let tf = args.get(1).copied().unwrap_or(f64::NAN);
+    if !(sf > 0.0 && sf < 1.0) {
+        return Err(exec_err(format!(
+            "invalid smoothing factor. Expected: 0 < sf < 1, got: {sf:.6}"
+        )));
+    }
+    if !(tf > 0.0 && tf < 1.0) {
+        return Err(exec_err(format!(
+            "invalid trend factor. Expected: 0 < tf < 1, got: {tf:.6}"
+        )));
+    }
+    Ok(())
 }
 
 fn arg<'e>(args: &[&'e Expr], i: usize) -> Result<&'e Expr> {
