@@ -332,25 +332,51 @@ struct OutAcc {
     series: Matrix,
 }
 
+/// Sentinel for "no output series yet" in per-input caches of [`OutAcc`]
+/// indexes, which spare hashing label sets at every step.
+const NO_OUT: usize = usize::MAX;
+
 impl OutAcc {
-    fn push(&mut self, labels: Labels, t: i64, v: f64) -> Result<()> {
-        match self.idx.get(&labels) {
-            Some(&i) => {
-                let s = &mut self.series[i];
-                if s.samples.last().is_some_and(|p| p.0 == t) {
-                    return Err(dup_labelset_err());
-                }
-                s.samples.push((t, v));
-            }
-            None => {
-                self.idx.insert(labels.clone(), self.series.len());
-                self.series.push(RangeSeries {
-                    labels,
-                    samples: vec![(t, v)],
-                });
-            }
+    /// Index of the output series with these labels, created if needed.
+    /// Callers push to a new series right away, which keeps instant-query
+    /// output in the order Prometheus produces it.
+    fn index_of(&mut self, labels: &Labels) -> usize {
+        if let Some(&i) = self.idx.get(labels) {
+            return i;
         }
+        let i = self.series.len();
+        self.idx.insert(labels.clone(), i);
+        self.series.push(RangeSeries {
+            labels: labels.clone(),
+            samples: Vec::new(),
+        });
+        i
+    }
+
+    /// Index through a cache slot (`NO_OUT` when not yet known).
+    fn cached_index(&mut self, slot: &mut usize, labels: &Labels) -> usize {
+        if *slot == NO_OUT {
+            *slot = self.index_of(labels);
+        }
+        *slot
+    }
+
+    /// Whether output series `i` already has a point at `t`.
+    fn has_point(&self, i: usize, t: i64) -> bool {
+        self.series[i].samples.last().is_some_and(|p| p.0 == t)
+    }
+
+    fn push_at(&mut self, i: usize, t: i64, v: f64) -> Result<()> {
+        if self.has_point(i, t) {
+            return Err(dup_labelset_err());
+        }
+        self.series[i].samples.push((t, v));
         Ok(())
+    }
+
+    fn finish(mut self) -> Matrix {
+        self.series.retain(|s| !s.samples.is_empty());
+        self.series
     }
 }
 
@@ -827,8 +853,13 @@ impl<'a> Ev<'a> {
         let mut rv = Vec::new();
         let mut set: FxHashSet<u32> = FxHashSet::default();
         let mut one_side: FxHashMap<u32, (usize, f64)> = FxHashMap::default();
-        let mut matched: FxHashMap<u32, FxHashSet<Labels>> = FxHashMap::default();
-        let mut metric_cache: FxHashMap<(usize, usize), Labels> = FxHashMap::default();
+        let mut matched: FxHashSet<u32> = FxHashSet::default();
+        // (many, one) input pair -> output series; per output series the
+        // match group that wrote it last.
+        let mut metric_cache: FxHashMap<(usize, usize), usize> = FxHashMap::default();
+        let mut last_sig: Vec<u32> = Vec::new();
+        let mut lout = vec![NO_OUT; lhs.len()];
+        let mut rout = vec![NO_OUT; rhs.len()];
         let include: Vec<String> = match &card {
             VectorMatchCardinality::ManyToOne(l) | VectorMatchCardinality::OneToMany(l) => {
                 l.labels.clone()
@@ -852,7 +883,8 @@ impl<'a> Ev<'a> {
                     set.extend(rv.iter().map(|&(j, _)| rsig[j]));
                     for &(j, v) in &lv {
                         if set.contains(&lsig[j]) {
-                            acc.push(lhs[j].labels.clone(), ts, v)?;
+                            let o = acc.cached_index(&mut lout[j], &lhs[j].labels);
+                            acc.push_at(o, ts, v)?;
                         }
                     }
                 }
@@ -860,11 +892,13 @@ impl<'a> Ev<'a> {
                     set.clear();
                     for &(j, v) in &lv {
                         set.insert(lsig[j]);
-                        acc.push(lhs[j].labels.clone(), ts, v)?;
+                        let o = acc.cached_index(&mut lout[j], &lhs[j].labels);
+                        acc.push_at(o, ts, v)?;
                     }
                     for &(j, v) in &rv {
                         if !set.contains(&rsig[j]) {
-                            acc.push(rhs[j].labels.clone(), ts, v)?;
+                            let o = acc.cached_index(&mut rout[j], &rhs[j].labels);
+                            acc.push_at(o, ts, v)?;
                         }
                     }
                 }
@@ -873,7 +907,8 @@ impl<'a> Ev<'a> {
                     set.extend(rv.iter().map(|&(j, _)| rsig[j]));
                     for &(j, v) in &lv {
                         if !set.contains(&lsig[j]) {
-                            acc.push(lhs[j].labels.clone(), ts, v)?;
+                            let o = acc.cached_index(&mut lout[j], &lhs[j].labels);
+                            acc.push_at(o, ts, v)?;
                         }
                     }
                 }
@@ -913,9 +948,12 @@ impl<'a> Ev<'a> {
                         } else if !keep {
                             continue;
                         }
-                        let metric = metric_cache
-                            .entry((j, oj))
-                            .or_insert_with(|| {
+                        if one_to_one && !matched.insert(sg) {
+                            return Err(exec_err("multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)"));
+                        }
+                        let o = match metric_cache.get(&(j, oj)) {
+                            Some(&o) => o,
+                            None => {
                                 let mut m = result_metric(
                                     &many_m[j].labels,
                                     &one_m[oj].labels,
@@ -928,26 +966,24 @@ impl<'a> Ev<'a> {
                                 if return_bool {
                                     m = drop_name(&m);
                                 }
-                                m
-                            })
-                            .clone();
-                        if one_to_one {
-                            if matched.contains_key(&sg) {
-                                return Err(exec_err("multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)"));
+                                let o = acc.index_of(&m);
+                                metric_cache.insert((j, oj), o);
+                                o
                             }
-                            matched.insert(sg, FxHashSet::default());
-                        } else {
-                            let e = matched.entry(sg).or_default();
-                            if !e.insert(metric.clone()) {
-                                return Err(exec_err("multiple matches for matching labels; many-to-one matching must be explicit (group_left/group_right)"));
-                            }
+                        };
+                        if last_sig.len() <= o {
+                            last_sig.resize(o + 1, u32::MAX);
                         }
-                        acc.push(metric, ts, value)?;
+                        if !one_to_one && acc.has_point(o, ts) && last_sig[o] == sg {
+                            return Err(exec_err("multiple matches for matching labels; many-to-one matching must be explicit (group_left/group_right)"));
+                        }
+                        last_sig[o] = sg;
+                        acc.push_at(o, ts, value)?;
                     }
                 }
             }
         }
-        Ok(Val::Vector(acc.series))
+        Ok(Val::Vector(acc.finish()))
     }
 
     // ------------------------------------------------------- aggregation
@@ -1032,8 +1068,11 @@ impl<'a> Ev<'a> {
         let mut cur = StepCursor::new(&m);
         let mut vec = Vec::new();
         let mut groups: Vec<Group> = Vec::new();
-        let mut gidx: FxHashMap<u32, usize> = FxHashMap::default();
+        // Group key -> index into `groups` at this step (NO_OUT if none).
+        let mut gidx: Vec<usize> = vec![NO_OUT; gl.len()];
         let mut cv_idx: FxHashMap<Labels, usize> = FxHashMap::default();
+        let mut gout = vec![NO_OUT; gl.len()];
+        let mut sout = vec![NO_OUT; m.len()];
         for i in 0..self.steps() {
             self.check_timeout()?;
             let ts = self.ts(i);
@@ -1057,8 +1096,6 @@ impl<'a> Ev<'a> {
             if vec.is_empty() {
                 continue;
             }
-            groups.clear();
-            gidx.clear();
             cv_idx.clear();
             for &(j, v) in &vec {
                 let gi = if let Some(vl) = &value_label {
@@ -1069,25 +1106,28 @@ impl<'a> Ev<'a> {
                         Some(&g) => Some(g),
                         None => {
                             cv_idx.insert(l.clone(), groups.len());
-                            groups.push(Group::new(l, j, v, op));
+                            groups.push(Group::new(l, u32::MAX, j, v, op));
                             None
                         }
                     }
                 } else {
                     let key = series_group[j];
-                    match gidx.get(&key) {
-                        Some(&g) => Some(g),
-                        None => {
-                            gidx.insert(key, groups.len());
-                            groups.push(Group::new(gl[key as usize].clone(), j, v, op));
+                    match gidx[key as usize] {
+                        NO_OUT => {
+                            gidx[key as usize] = groups.len();
+                            groups.push(Group::new(Labels::default(), key, j, v, op));
                             None
                         }
+                        g => Some(g),
                     }
                 };
                 let Some(g) = gi else { continue };
                 groups[g].add(op, j, v, k);
             }
             for g in groups.drain(..) {
+                if let Some(slot) = gidx.get_mut(g.key as usize) {
+                    *slot = NO_OUT;
+                }
                 match op {
                     T_TOPK | T_BOTTOMK => {
                         let mut h = g.heap;
@@ -1096,17 +1136,22 @@ impl<'a> Ev<'a> {
                         // does for small inputs, which keeps ties stable.
                         insertion_sort(&mut h, |a, b| heap_less(top, b.1, a.1));
                         for (j, v) in h {
-                            acc.push(m[j].labels.clone(), ts, v)?;
+                            let o = acc.cached_index(&mut sout[j], &m[j].labels);
+                            acc.push_at(o, ts, v)?;
                         }
                     }
                     _ => {
                         let v = g.finish(op, param);
-                        acc.push(g.labels, ts, v)?;
+                        let o = match gout.get_mut(g.key as usize) {
+                            Some(slot) => acc.cached_index(slot, &gl[g.key as usize]),
+                            None => acc.index_of(&g.labels),
+                        };
+                        acc.push_at(o, ts, v)?;
                     }
                 }
             }
         }
-        Ok(Val::Vector(acc.series))
+        Ok(Val::Vector(acc.finish()))
     }
 
     // --------------------------------------------------------- functions
@@ -1192,6 +1237,7 @@ impl<'a> Ev<'a> {
                 let m = self.eval_vector(arg(&args, 0)?)?;
                 let desc = name == "sort_desc";
                 let mut acc = OutAcc::default();
+                let mut sout = vec![NO_OUT; m.len()];
                 let mut cur = StepCursor::new(&m);
                 let mut v = Vec::new();
                 for i in 0..steps {
@@ -1199,10 +1245,11 @@ impl<'a> Ev<'a> {
                     cur.at(&m, ts, &mut v);
                     v.sort_by(|a, b| sort_cmp(a.1, b.1, desc));
                     for &(j, x) in &v {
-                        acc.push(m[j].labels.clone(), ts, x)?;
+                        let o = acc.cached_index(&mut sout[j], &m[j].labels);
+                        acc.push_at(o, ts, x)?;
                     }
                 }
-                Ok(Val::Vector(acc.series))
+                Ok(Val::Vector(acc.finish()))
             }
             "label_replace" => self.label_replace(&args),
             "label_join" => self.label_join(&args),
@@ -1411,6 +1458,7 @@ impl<'a> Ev<'a> {
             }));
         }
         let mut acc = OutAcc::default();
+        let mut gout = vec![NO_OUT; group_out.len()];
         let mut cur = StepCursor::new(&m);
         let mut v = Vec::new();
         let mut buckets: Vec<Vec<(f64, f64)>> = vec![Vec::new(); group_out.len()];
@@ -1434,10 +1482,11 @@ impl<'a> Ev<'a> {
                 let b = &mut buckets[g as usize];
                 let r = functions::bucket_quantile(qv, b);
                 b.clear();
-                acc.push(group_out[g as usize].clone(), ts, r)?;
+                let o = acc.cached_index(&mut gout[g as usize], &group_out[g as usize]);
+                acc.push_at(o, ts, r)?;
             }
         }
-        Ok(Val::Vector(acc.series))
+        Ok(Val::Vector(acc.finish()))
     }
 
     /// Functions over a range vector: each series is cut into one window
@@ -1699,7 +1748,10 @@ fn result_metric(
 
 /// One aggregation group at one step.
 struct Group {
+    /// Labels of a `count_values` group; others use `key`.
     labels: Labels,
+    /// Interned group labels, `u32::MAX` for `count_values`.
+    key: u32,
     value: f64,
     mean: f64,
     count: usize,
@@ -1761,9 +1813,10 @@ fn insertion_sort<T>(v: &mut [T], less: impl Fn(&T, &T) -> bool) {
 }
 
 impl Group {
-    fn new(labels: Labels, j: usize, v: f64, op: u16) -> Group {
+    fn new(labels: Labels, key: u32, j: usize, v: f64, op: u16) -> Group {
         let mut g = Group {
             labels,
+            key,
             value: v,
             mean: v,
             count: 1,
