@@ -737,6 +737,15 @@ impl<'a> Ev<'a> {
 
     fn binary(&self, b: &BinaryExpr) -> Result<Val> {
         let op = b.op.id();
+        if b.modifier
+            .as_ref()
+            .is_some_and(|m| m.fill_values.lhs.is_some() || m.fill_values.rhs.is_some())
+        {
+            // Newer PromQL than 2.42, which the parser crate accepts.
+            return Err(QueryError::BadData(
+                "fill modifiers are not supported".into(),
+            ));
+        }
         let return_bool = b.modifier.as_ref().is_some_and(|m| m.return_bool);
         let lt = b.lhs.value_type();
         let rt = b.rhs.value_type();
