@@ -684,7 +684,8 @@ impl<'a> Ev<'a> {
         let at = self.at_ms(&sq.at);
         let range = i64::try_from(sq.range.as_millis()).unwrap_or(i64::MAX);
         let step = match sq.step {
-            Some(d) if !d.is_zero() => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+            // Below 1ms (or 0) means "default", never a zero step.
+            Some(d) if d.as_millis() > 0 => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
             _ => DEFAULT_SUBQUERY_STEP_MS,
         };
         let (lo, hi) = self.ref_bounds(at, off);

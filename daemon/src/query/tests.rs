@@ -300,6 +300,54 @@ fn step_invariance_quirks_of_2_42() {
     assert!(k.iter().all(|p| p.1 == 2.0), "{k:?}");
 }
 
+/// Odd and hostile queries give a result or an error, never a panic.
+#[test]
+fn hostile_queries_do_not_panic() {
+    let db = demo();
+    let e = Engine::default();
+    let queries = [
+        "",
+        "(",
+        "m[0s]",
+        "rate(m[0s])",
+        "max_over_time(m[1m:0s])",
+        "max_over_time(m[100y:1ms])",
+        "topk(1e30, m)",
+        "topk(NaN, m)",
+        "quantile(NaN, m)",
+        "m @ 1e12",
+        "m offset 1000y",
+        "m offset -1000y",
+        "rate(m[1000y])",
+        "label_replace(m, \"a\", \"$99999999999\", \"job\", \"(.*)\")",
+        "label_replace(m, \"a\", \"x\", \"job\", \"(((\")",
+        "histogram_quantile(0.5, {le=\"abc\"})",
+        "count_values(\"\", m)",
+        "count_values(\"0bad\", m)",
+        "holt_winters(m[5m], 2, 0.5)",
+        "year(m * 1e300)",
+        "-(-(-m))",
+        "m / 0 > bool Inf",
+        "{__name__=~\"(\"}",
+        "sum by (__name__) (m) or n",
+        "m and on(nope) n unless n",
+    ];
+    for q in queries {
+        let _ = e.instant_query(&db, q, 60_000);
+        let _ = e.range_query(&db, q, 0, 120_000, 30_000);
+    }
+    let err = e
+        .instant_query(&db, "max_over_time(m[100y:1ms])", 60_000)
+        .unwrap_err();
+    assert_eq!(err.error_type(), "execution");
+    assert_eq!(
+        e.range_query(&db, "m", 0, 1_000_000_000, 1)
+            .unwrap_err()
+            .error_type(),
+        "bad_data"
+    );
+}
+
 /// Runs every promqltest file of the shared data and prints the counts. Does
 /// not fail on conformance gaps; a missing data directory is a skip.
 #[test]
