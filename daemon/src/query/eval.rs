@@ -923,6 +923,11 @@ impl<'a> Ev<'a> {
                     }
                 }
                 _ => {
+                    // Prometheus short-circuits before looking for
+                    // duplicates: nothing can match.
+                    if lv.is_empty() || rv.is_empty() {
+                        continue;
+                    }
                     // "many" side samples, "one" side samples.
                     let (many, one, many_m, one_m, many_sig, one_sig) = if one_to_many {
                         (&rv, &lv, &rhs, &lhs, &rsig, &lsig)
