@@ -451,7 +451,7 @@ fn scalar_binop(op: u16, l: f64, r: f64) -> f64 {
         T_SUB => l - r,
         T_MUL => l * r,
         T_DIV => l / r,
-        T_POW => l.powf(r),
+        T_POW => functions::go_pow(l, r),
         T_MOD => l % r,
         T_EQLC => btof(l == r),
         T_NEQ => btof(l != r),

@@ -371,6 +371,160 @@ pub(super) fn go_min(x: f64, y: f64) -> f64 {
     }
 }
 
+/// Go's `math.Frexp`: `f = frac * 2^exp` with `|frac|` in [0.5, 1).
+fn go_frexp(f: f64) -> (f64, i64) {
+    if f == 0.0 || f.is_infinite() || f.is_nan() {
+        return (f, 0);
+    }
+    let (f, mut exp) = if f.abs() < f64::MIN_POSITIVE {
+        (f * (1u64 << 52) as f64, -52)
+    } else {
+        (f, 0)
+    };
+    let mut x = f.to_bits();
+    exp += ((x >> 52) & 0x7ff) as i64 - 1023 + 1;
+    x &= !(0x7ff << 52);
+    x |= 1022 << 52;
+    (f64::from_bits(x), exp)
+}
+
+/// Go's `math.Ldexp`: `frac * 2^exp`, with Go's handling of denormals.
+fn go_ldexp(frac: f64, exp: i64) -> f64 {
+    if frac == 0.0 || frac.is_infinite() || frac.is_nan() {
+        return frac;
+    }
+    let (frac, e) = if frac.abs() < f64::MIN_POSITIVE {
+        (frac * (1u64 << 52) as f64, -52)
+    } else {
+        (frac, 0)
+    };
+    let mut exp = exp.saturating_add(e);
+    let mut x = frac.to_bits();
+    exp = exp.saturating_add(((x >> 52) & 0x7ff) as i64 - 1023);
+    if exp < -1075 {
+        return 0.0f64.copysign(frac);
+    }
+    if exp > 1023 {
+        return if frac < 0.0 {
+            f64::NEG_INFINITY
+        } else {
+            f64::INFINITY
+        };
+    }
+    let mut m = 1.0;
+    if exp < -1022 {
+        exp += 53;
+        m = 1.0 / (1u64 << 53) as f64;
+    }
+    x &= !(0x7ff << 52);
+    x |= ((exp + 1023) as u64) << 52;
+    m * f64::from_bits(x)
+}
+
+fn go_is_odd_int(x: f64) -> bool {
+    if x.abs() >= (1u64 << 53) as f64 {
+        return false;
+    }
+    x.fract() == 0.0 && (x.trunc() as i64) & 1 == 1
+}
+
+/// Go's `math.Pow`, which PromQL's `^` uses. It is not correctly rounded,
+/// and huge results differ from libm's in the last bits, which `%` can
+/// turn into entirely different values; so it is ported as it is.
+pub(super) fn go_pow(x: f64, y: f64) -> f64 {
+    if y == 0.0 || x == 1.0 {
+        return 1.0;
+    }
+    if y == 1.0 {
+        return x;
+    }
+    if x.is_nan() || y.is_nan() {
+        return f64::NAN;
+    }
+    if x == 0.0 {
+        if y < 0.0 {
+            return if x.is_sign_negative() && go_is_odd_int(y) {
+                f64::NEG_INFINITY
+            } else {
+                f64::INFINITY
+            };
+        }
+        return if x.is_sign_negative() && go_is_odd_int(y) {
+            x
+        } else {
+            0.0
+        };
+    }
+    if y.is_infinite() {
+        return if x == -1.0 {
+            1.0
+        } else if (x.abs() < 1.0) == (y > 0.0) {
+            0.0
+        } else {
+            f64::INFINITY
+        };
+    }
+    if x.is_infinite() {
+        if x < 0.0 {
+            return go_pow(1.0 / x, -y);
+        }
+        return if y < 0.0 { 0.0 } else { f64::INFINITY };
+    }
+    if y == 0.5 {
+        return x.sqrt();
+    }
+    if y == -0.5 {
+        return 1.0 / x.sqrt();
+    }
+    let ya = y.abs();
+    let (mut yi, mut yf) = (ya.trunc(), ya.fract());
+    if yf != 0.0 && x < 0.0 {
+        return f64::NAN;
+    }
+    if yi >= 9_223_372_036_854_775_808.0 {
+        return if x == -1.0 {
+            1.0
+        } else if (x.abs() < 1.0) == (y > 0.0) {
+            0.0
+        } else {
+            f64::INFINITY
+        };
+    }
+    let mut a1 = 1.0;
+    let mut ae: i64 = 0;
+    if yf != 0.0 {
+        if yf > 0.5 {
+            yf -= 1.0;
+            yi += 1.0;
+        }
+        a1 = (yf * x.ln()).exp();
+    }
+    let (mut x1, mut xe) = go_frexp(x);
+    let mut i = yi as i64;
+    while i != 0 {
+        if !(-(1 << 12)..=(1 << 12)).contains(&xe) {
+            ae += xe;
+            break;
+        }
+        if i & 1 == 1 {
+            a1 *= x1;
+            ae += xe;
+        }
+        x1 *= x1;
+        xe <<= 1;
+        if x1 < 0.5 {
+            x1 += x1;
+            xe -= 1;
+        }
+        i >>= 1;
+    }
+    if y < 0.0 {
+        a1 = 1.0 / a1;
+        ae = -ae;
+    }
+    go_ldexp(a1, ae)
+}
+
 /// Go's `int64(f)` on amd64: out-of-range and NaN give `math.MinInt64`.
 pub(super) fn go_f64_to_i64(v: f64) -> i64 {
     // 2^63 is exactly representable; every float below it converts.
@@ -566,6 +720,24 @@ mod tests {
         let mut b = vec![(f64::INFINITY, 10.0), (1.0, 5.0), (2.0, 10.0)];
         assert_eq!(bucket_quantile(0.5, &mut b), 1.0);
         assert!(bucket_quantile(0.5, &mut [(1.0, 1.0)]).is_nan());
+    }
+
+    #[test]
+    fn pow_like_go() {
+        assert_eq!(go_pow(2.0, 10.0), 1024.0);
+        assert_eq!(go_pow(-2.0, 3.0), -8.0);
+        assert_eq!(go_pow(4.0, 0.5), 2.0);
+        assert_eq!(go_pow(2.0, -2.0), 0.25);
+        assert!(go_pow(-8.0, 1.0 / 3.0).is_nan());
+        assert_eq!(go_pow(0.0, -1.0), f64::INFINITY);
+        assert_eq!(go_pow(-0.0, -1.0), f64::NEG_INFINITY);
+        assert_eq!(go_pow(f64::NAN, 0.0), 1.0);
+        assert_eq!(go_pow(10.0, 400.0), f64::INFINITY);
+        assert_eq!(go_pow(10.0, -400.0), 0.0);
+        assert!((go_pow(2.0, 0.3) - 2f64.powf(0.3)).abs() < 1e-15);
+        assert_eq!(go_frexp(8.0), (0.5, 4));
+        assert_eq!(go_ldexp(0.5, 4), 8.0);
+        assert_eq!(go_ldexp(1.0, -1074), f64::from_bits(1));
     }
 
     #[test]
