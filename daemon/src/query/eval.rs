@@ -944,8 +944,10 @@ impl<'a> Ev<'a> {
                                 drop_labels_and_name(&one_m[j].labels, &names)
                             };
                             return Err(exec_err(format!(
-                                "found duplicate series for the match group {ml} on the {side} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
-                                one_m[j].labels, one_m[dj].labels
+                                "found duplicate series for the match group {} on the {side} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
+                                go_labels(&ml),
+                                go_labels(&one_m[j].labels),
+                                go_labels(&one_m[dj].labels)
                             )));
                         }
                         one_side.insert(one_sig[j], (j, v));
@@ -990,7 +992,7 @@ impl<'a> Ev<'a> {
                             last_sig.resize(o + 1, u32::MAX);
                         }
                         if !one_to_one && acc.has_point(o, ts) && last_sig[o] == sg {
-                            return Err(exec_err("multiple matches for matching labels; many-to-one matching must be explicit (group_left/group_right)"));
+                            return Err(exec_err("multiple matches for labels: grouping labels must ensure unique matches"));
                         }
                         last_sig[o] = sg;
                         acc.push_at(o, ts, value)?;
@@ -1653,6 +1655,36 @@ fn call_is_step_invariant(name: &str, args: &[&Expr]) -> bool {
         "time",
     ];
     !UNSAFE.contains(&name) && args.iter().all(|a| step_invariant(a))
+}
+
+/// Labels as Go's `labels.Labels.String()` prints them in Prometheus's
+/// error messages: `{__name__="x", a="b"}`, values quoted like
+/// `strconv.Quote`.
+fn go_labels(l: &Labels) -> String {
+    let mut out = String::from("{");
+    for (i, x) in l.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        out.push_str(&x.name);
+        out.push_str("=\"");
+        for c in x.value.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                    out.push_str(&format!("\\x{:02x}", c as u32));
+                }
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+    }
+    out.push('}');
+    out
 }
 
 fn check_holt_winters(args: &[f64]) -> Result<()> {
