@@ -11,7 +11,13 @@
 //! exactly on the step timestamps of the current evaluator (like Prometheus's
 //! `rangeEval`); scalars evaluate to one value per step. A subquery runs a
 //! child evaluator with its own start, end and step. Errors that Prometheus
-//! raises with `panic`/`errorf` are returned as [`QueryError`]s.
+//! raises with `panic`/`errorf` are returned as [`QueryError`]s, with its
+//! texts.
+//!
+//! Where Prometheus 2.42's own engine departs from the per-step semantics
+//! (its step-invariance analysis around `@`, see `step_invariant`), the
+//! departure is reproduced on purpose: the goal is identical answers, and
+//! differential runs against the real binary check it.
 
 use std::cell::Cell;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -1517,11 +1523,13 @@ impl<'a> Ev<'a> {
                 scalars.push(self.eval_scalar(a)?);
             }
         }
-        // Prometheus 2.42 quirk: `predict_linear` is not step-invariant, so
-        // with `@` on its range argument the engine turns `@` into an offset
-        // relative to the query start and the window slides with the step
-        // (over data loaded for the `@` time only, or a subquery evaluated
-        // `end - start` past it). Reproduced so range queries agree.
+        // Prometheus 2.42 quirk: when the call is not step-invariant (an
+        // "@-unsafe" function such as `predict_linear`, or an argument that
+        // varies per step), its engine turns `@` on the range argument into
+        // an offset relative to the query start, so the window slides with
+        // the step (over data loaded for the `@` time only, or a subquery
+        // evaluated `end - start` past it). Reproduced so range queries
+        // agree; instant queries are unaffected.
         let at_slides = !call_is_step_invariant(name, args);
         let ra = match args[mi] {
             Expr::Subquery(sq) if at_slides && sq.at.is_some() => {
