@@ -11,7 +11,13 @@
 //! exactly on the step timestamps of the current evaluator (like Prometheus's
 //! `rangeEval`); scalars evaluate to one value per step. A subquery runs a
 //! child evaluator with its own start, end and step. Errors that Prometheus
-//! raises with `panic`/`errorf` are returned as [`QueryError`]s.
+//! raises with `panic`/`errorf` are returned as [`QueryError`]s, with its
+//! texts.
+//!
+//! Where Prometheus 2.42's own engine departs from the per-step semantics
+//! (its step-invariance analysis around `@`, see `step_invariant`), the
+//! departure is reproduced on purpose: the goal is identical answers, and
+//! differential runs against the real binary check it.
 
 use std::cell::Cell;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -75,6 +81,11 @@ struct Ev<'a> {
     start: i64,
     end: i64,
     interval: i64,
+    /// Inside an `@` subquery: the last sample time its selectors loaded
+    /// data for (Prometheus selects data once per query from a static
+    /// analysis, which matters only when `@` windows slide; see
+    /// `range_function`).
+    data_max: Option<i64>,
 }
 
 fn dup_labelset_err() -> QueryError {
@@ -104,6 +115,7 @@ pub(super) fn instant(
         start: ts,
         end: ts,
         interval: 1,
+        data_max: None,
     };
     let value = if expr.value_type() == ValueType::Matrix {
         let ra = ev.range_arg(unwrap_paren(expr))?;
@@ -177,6 +189,7 @@ pub(super) fn range(
         start,
         end,
         interval: step,
+        data_max: None,
     };
     let value = match ev.eval(expr)? {
         Val::Vector(mut m) => {
@@ -325,25 +338,51 @@ struct OutAcc {
     series: Matrix,
 }
 
+/// Sentinel for "no output series yet" in per-input caches of [`OutAcc`]
+/// indexes, which spare hashing label sets at every step.
+const NO_OUT: usize = usize::MAX;
+
 impl OutAcc {
-    fn push(&mut self, labels: Labels, t: i64, v: f64) -> Result<()> {
-        match self.idx.get(&labels) {
-            Some(&i) => {
-                let s = &mut self.series[i];
-                if s.samples.last().is_some_and(|p| p.0 == t) {
-                    return Err(dup_labelset_err());
-                }
-                s.samples.push((t, v));
-            }
-            None => {
-                self.idx.insert(labels.clone(), self.series.len());
-                self.series.push(RangeSeries {
-                    labels,
-                    samples: vec![(t, v)],
-                });
-            }
+    /// Index of the output series with these labels, created if needed.
+    /// Callers push to a new series right away, which keeps instant-query
+    /// output in the order Prometheus produces it.
+    fn index_of(&mut self, labels: &Labels) -> usize {
+        if let Some(&i) = self.idx.get(labels) {
+            return i;
         }
+        let i = self.series.len();
+        self.idx.insert(labels.clone(), i);
+        self.series.push(RangeSeries {
+            labels: labels.clone(),
+            samples: Vec::new(),
+        });
+        i
+    }
+
+    /// Index through a cache slot (`NO_OUT` when not yet known).
+    fn cached_index(&mut self, slot: &mut usize, labels: &Labels) -> usize {
+        if *slot == NO_OUT {
+            *slot = self.index_of(labels);
+        }
+        *slot
+    }
+
+    /// Whether output series `i` already has a point at `t`.
+    fn has_point(&self, i: usize, t: i64) -> bool {
+        self.series[i].samples.last().is_some_and(|p| p.0 == t)
+    }
+
+    fn push_at(&mut self, i: usize, t: i64, v: f64) -> Result<()> {
+        if self.has_point(i, t) {
+            return Err(dup_labelset_err());
+        }
+        self.series[i].samples.push((t, v));
         Ok(())
+    }
+
+    fn finish(mut self) -> Matrix {
+        self.series.retain(|s| !s.samples.is_empty());
+        self.series
     }
 }
 
@@ -418,7 +457,7 @@ fn scalar_binop(op: u16, l: f64, r: f64) -> f64 {
         T_SUB => l - r,
         T_MUL => l * r,
         T_DIV => l / r,
-        T_POW => l.powf(r),
+        T_POW => functions::go_pow(l, r),
         T_MOD => l % r,
         T_EQLC => btof(l == r),
         T_NEQ => btof(l != r),
@@ -555,6 +594,14 @@ impl<'a> Ev<'a> {
         }
     }
 
+    /// Last sample time a selector may load.
+    fn load_max(&self, at: Option<i64>, off: i64, hi: i64) -> i64 {
+        match (at, self.data_max) {
+            (None, Some(m)) => hi.min(m.saturating_sub(off)),
+            _ => hi,
+        }
+    }
+
     /// Instant vector selector. With `want_ts` the values are the sample
     /// timestamps in seconds (for `timestamp()`).
     fn vector_selector(&self, vs: &VectorSelector, want_ts: bool) -> Result<Matrix> {
@@ -563,10 +610,11 @@ impl<'a> Ev<'a> {
         let at = self.at_ms(&vs.at);
         let lookback = self.ctx.opts.lookback_delta_ms;
         let (lo, hi) = self.ref_bounds(at, off);
-        let data = self
-            .ctx
-            .db
-            .select(&matchers, lo.saturating_sub(lookback), hi);
+        let data = self.ctx.db.select(
+            &matchers,
+            lo.saturating_sub(lookback),
+            self.load_max(at, off, hi),
+        );
         let steps = self.steps();
         let mut out = Vec::with_capacity(data.len());
         for s in data {
@@ -600,7 +648,7 @@ impl<'a> Ev<'a> {
     fn range_arg(&self, e: &Expr) -> Result<RangeArg> {
         match e {
             Expr::MatrixSelector(ms) => self.matrix_selector(ms),
-            Expr::Subquery(sq) => self.subquery(sq),
+            Expr::Subquery(sq) => self.subquery(sq, 0),
             _ => Err(exec_err("expected range vector")),
         }
     }
@@ -612,7 +660,11 @@ impl<'a> Ev<'a> {
         let at = self.at_ms(&vs.at);
         let range = i64::try_from(ms.range.as_millis()).unwrap_or(i64::MAX);
         let (lo, hi) = self.ref_bounds(at, off);
-        let mut data = self.ctx.db.select(&matchers, lo.saturating_sub(range), hi);
+        let mut data = self.ctx.db.select(
+            &matchers,
+            lo.saturating_sub(range),
+            self.load_max(at, off, hi),
+        );
         let series = data
             .drain(..)
             .map(|mut s| {
@@ -631,12 +683,15 @@ impl<'a> Ev<'a> {
         })
     }
 
-    fn subquery(&self, sq: &SubqueryExpr) -> Result<RangeArg> {
+    /// Subquery; `extend_ms` lengthens the inner evaluation past its `@`
+    /// time (see the `predict_linear` quirk in `range_function`).
+    fn subquery(&self, sq: &SubqueryExpr, extend_ms: i64) -> Result<RangeArg> {
         let off = offset_ms(&sq.offset);
         let at = self.at_ms(&sq.at);
         let range = i64::try_from(sq.range.as_millis()).unwrap_or(i64::MAX);
         let step = match sq.step {
-            Some(d) if !d.is_zero() => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+            // Below 1ms (or 0) means "default", never a zero step.
+            Some(d) if d.as_millis() > 0 => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
             _ => DEFAULT_SUBQUERY_STEP_MS,
         };
         let (lo, hi) = self.ref_bounds(at, off);
@@ -651,8 +706,12 @@ impl<'a> Ev<'a> {
         let child = Ev {
             ctx: self.ctx,
             start,
-            end: hi,
+            end: hi.saturating_add(extend_ms),
             interval: step,
+            data_max: match at {
+                Some(t) => Some(t.saturating_sub(off)),
+                None => self.data_max.map(|m| m.saturating_sub(off)),
+            },
         };
         if child.steps() > self.ctx.opts.max_samples {
             return Err(QueryError::TooManySamples("query execution"));
@@ -685,6 +744,15 @@ impl<'a> Ev<'a> {
 
     fn binary(&self, b: &BinaryExpr) -> Result<Val> {
         let op = b.op.id();
+        if b.modifier
+            .as_ref()
+            .is_some_and(|m| m.fill_values.lhs.is_some() || m.fill_values.rhs.is_some())
+        {
+            // Newer PromQL than 2.42, which the parser crate accepts.
+            return Err(QueryError::BadData(
+                "fill modifiers are not supported".into(),
+            ));
+        }
         let return_bool = b.modifier.as_ref().is_some_and(|m| m.return_bool);
         let lt = b.lhs.value_type();
         let rt = b.rhs.value_type();
@@ -801,8 +869,13 @@ impl<'a> Ev<'a> {
         let mut rv = Vec::new();
         let mut set: FxHashSet<u32> = FxHashSet::default();
         let mut one_side: FxHashMap<u32, (usize, f64)> = FxHashMap::default();
-        let mut matched: FxHashMap<u32, FxHashSet<Labels>> = FxHashMap::default();
-        let mut metric_cache: FxHashMap<(usize, usize), Labels> = FxHashMap::default();
+        let mut matched: FxHashSet<u32> = FxHashSet::default();
+        // (many, one) input pair -> output series; per output series the
+        // match group that wrote it last.
+        let mut metric_cache: FxHashMap<(usize, usize), usize> = FxHashMap::default();
+        let mut last_sig: Vec<u32> = Vec::new();
+        let mut lout = vec![NO_OUT; lhs.len()];
+        let mut rout = vec![NO_OUT; rhs.len()];
         let include: Vec<String> = match &card {
             VectorMatchCardinality::ManyToOne(l) | VectorMatchCardinality::OneToMany(l) => {
                 l.labels.clone()
@@ -826,7 +899,8 @@ impl<'a> Ev<'a> {
                     set.extend(rv.iter().map(|&(j, _)| rsig[j]));
                     for &(j, v) in &lv {
                         if set.contains(&lsig[j]) {
-                            acc.push(lhs[j].labels.clone(), ts, v)?;
+                            let o = acc.cached_index(&mut lout[j], &lhs[j].labels);
+                            acc.push_at(o, ts, v)?;
                         }
                     }
                 }
@@ -834,11 +908,13 @@ impl<'a> Ev<'a> {
                     set.clear();
                     for &(j, v) in &lv {
                         set.insert(lsig[j]);
-                        acc.push(lhs[j].labels.clone(), ts, v)?;
+                        let o = acc.cached_index(&mut lout[j], &lhs[j].labels);
+                        acc.push_at(o, ts, v)?;
                     }
                     for &(j, v) in &rv {
                         if !set.contains(&rsig[j]) {
-                            acc.push(rhs[j].labels.clone(), ts, v)?;
+                            let o = acc.cached_index(&mut rout[j], &rhs[j].labels);
+                            acc.push_at(o, ts, v)?;
                         }
                     }
                 }
@@ -847,11 +923,17 @@ impl<'a> Ev<'a> {
                     set.extend(rv.iter().map(|&(j, _)| rsig[j]));
                     for &(j, v) in &lv {
                         if !set.contains(&lsig[j]) {
-                            acc.push(lhs[j].labels.clone(), ts, v)?;
+                            let o = acc.cached_index(&mut lout[j], &lhs[j].labels);
+                            acc.push_at(o, ts, v)?;
                         }
                     }
                 }
                 _ => {
+                    // Prometheus short-circuits before looking for
+                    // duplicates: nothing can match.
+                    if lv.is_empty() || rv.is_empty() {
+                        continue;
+                    }
                     // "many" side samples, "one" side samples.
                     let (many, one, many_m, one_m, many_sig, one_sig) = if one_to_many {
                         (&rv, &lv, &rhs, &lhs, &rsig, &lsig)
@@ -868,8 +950,10 @@ impl<'a> Ev<'a> {
                                 drop_labels_and_name(&one_m[j].labels, &names)
                             };
                             return Err(exec_err(format!(
-                                "found duplicate series for the match group {ml} on the {side} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
-                                one_m[j].labels, one_m[dj].labels
+                                "found duplicate series for the match group {} on the {side} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
+                                go_labels(&ml),
+                                go_labels(&one_m[j].labels),
+                                go_labels(&one_m[dj].labels)
                             )));
                         }
                         one_side.insert(one_sig[j], (j, v));
@@ -887,9 +971,12 @@ impl<'a> Ev<'a> {
                         } else if !keep {
                             continue;
                         }
-                        let metric = metric_cache
-                            .entry((j, oj))
-                            .or_insert_with(|| {
+                        if one_to_one && !matched.insert(sg) {
+                            return Err(exec_err("multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)"));
+                        }
+                        let o = match metric_cache.get(&(j, oj)) {
+                            Some(&o) => o,
+                            None => {
                                 let mut m = result_metric(
                                     &many_m[j].labels,
                                     &one_m[oj].labels,
@@ -902,26 +989,24 @@ impl<'a> Ev<'a> {
                                 if return_bool {
                                     m = drop_name(&m);
                                 }
-                                m
-                            })
-                            .clone();
-                        if one_to_one {
-                            if matched.contains_key(&sg) {
-                                return Err(exec_err("multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)"));
+                                let o = acc.index_of(&m);
+                                metric_cache.insert((j, oj), o);
+                                o
                             }
-                            matched.insert(sg, FxHashSet::default());
-                        } else {
-                            let e = matched.entry(sg).or_default();
-                            if !e.insert(metric.clone()) {
-                                return Err(exec_err("multiple matches for matching labels; many-to-one matching must be explicit (group_left/group_right)"));
-                            }
+                        };
+                        if last_sig.len() <= o {
+                            last_sig.resize(o + 1, u32::MAX);
                         }
-                        acc.push(metric, ts, value)?;
+                        if !one_to_one && acc.has_point(o, ts) && last_sig[o] == sg {
+                            return Err(exec_err("multiple matches for labels: grouping labels must ensure unique matches"));
+                        }
+                        last_sig[o] = sg;
+                        acc.push_at(o, ts, value)?;
                     }
                 }
             }
         }
-        Ok(Val::Vector(acc.series))
+        Ok(Val::Vector(acc.finish()))
     }
 
     // ------------------------------------------------------- aggregation
@@ -941,7 +1026,16 @@ impl<'a> Ev<'a> {
                     .param
                     .as_ref()
                     .ok_or_else(|| QueryError::BadData("missing aggregation parameter".into()))?;
-                params = Some(self.eval_scalar(p)?);
+                let mut v = self.eval_scalar(p)?;
+                // Prometheus 2.42 ignores the parameter when deciding that an
+                // aggregation is step-invariant, and then evaluates the whole
+                // aggregation, parameter included, at the first step only.
+                if step_invariant(&a.expr) && !step_invariant(p) {
+                    if let Some(&first) = v.first() {
+                        v.iter_mut().for_each(|x| *x = first);
+                    }
+                }
+                params = Some(v);
             }
             T_COUNT_VALUES => {
                 let p = a
@@ -997,15 +1091,15 @@ impl<'a> Ev<'a> {
         let mut cur = StepCursor::new(&m);
         let mut vec = Vec::new();
         let mut groups: Vec<Group> = Vec::new();
-        let mut gidx: FxHashMap<u32, usize> = FxHashMap::default();
+        // Group key -> index into `groups` at this step (NO_OUT if none).
+        let mut gidx: Vec<usize> = vec![NO_OUT; gl.len()];
         let mut cv_idx: FxHashMap<Labels, usize> = FxHashMap::default();
+        let mut gout = vec![NO_OUT; gl.len()];
+        let mut sout = vec![NO_OUT; m.len()];
         for i in 0..self.steps() {
             self.check_timeout()?;
             let ts = self.ts(i);
             cur.at(&m, ts, &mut vec);
-            if vec.is_empty() {
-                continue;
-            }
             let param = params
                 .as_ref()
                 .map_or(0.0, |p| p.get(i).copied().unwrap_or(f64::NAN));
@@ -1022,8 +1116,9 @@ impl<'a> Ev<'a> {
                     continue;
                 }
             }
-            groups.clear();
-            gidx.clear();
+            if vec.is_empty() {
+                continue;
+            }
             cv_idx.clear();
             for &(j, v) in &vec {
                 let gi = if let Some(vl) = &value_label {
@@ -1034,25 +1129,28 @@ impl<'a> Ev<'a> {
                         Some(&g) => Some(g),
                         None => {
                             cv_idx.insert(l.clone(), groups.len());
-                            groups.push(Group::new(l, j, v, op));
+                            groups.push(Group::new(l, u32::MAX, j, v, op));
                             None
                         }
                     }
                 } else {
                     let key = series_group[j];
-                    match gidx.get(&key) {
-                        Some(&g) => Some(g),
-                        None => {
-                            gidx.insert(key, groups.len());
-                            groups.push(Group::new(gl[key as usize].clone(), j, v, op));
+                    match gidx[key as usize] {
+                        NO_OUT => {
+                            gidx[key as usize] = groups.len();
+                            groups.push(Group::new(Labels::default(), key, j, v, op));
                             None
                         }
+                        g => Some(g),
                     }
                 };
                 let Some(g) = gi else { continue };
                 groups[g].add(op, j, v, k);
             }
             for g in groups.drain(..) {
+                if let Some(slot) = gidx.get_mut(g.key as usize) {
+                    *slot = NO_OUT;
+                }
                 match op {
                     T_TOPK | T_BOTTOMK => {
                         let mut h = g.heap;
@@ -1061,17 +1159,22 @@ impl<'a> Ev<'a> {
                         // does for small inputs, which keeps ties stable.
                         insertion_sort(&mut h, |a, b| heap_less(top, b.1, a.1));
                         for (j, v) in h {
-                            acc.push(m[j].labels.clone(), ts, v)?;
+                            let o = acc.cached_index(&mut sout[j], &m[j].labels);
+                            acc.push_at(o, ts, v)?;
                         }
                     }
                     _ => {
                         let v = g.finish(op, param);
-                        acc.push(g.labels, ts, v)?;
+                        let o = match gout.get_mut(g.key as usize) {
+                            Some(slot) => acc.cached_index(slot, &gl[g.key as usize]),
+                            None => acc.index_of(&g.labels),
+                        };
+                        acc.push_at(o, ts, v)?;
                     }
                 }
             }
         }
-        Ok(Val::Vector(acc.series))
+        Ok(Val::Vector(acc.finish()))
     }
 
     // --------------------------------------------------------- functions
@@ -1157,6 +1260,7 @@ impl<'a> Ev<'a> {
                 let m = self.eval_vector(arg(&args, 0)?)?;
                 let desc = name == "sort_desc";
                 let mut acc = OutAcc::default();
+                let mut sout = vec![NO_OUT; m.len()];
                 let mut cur = StepCursor::new(&m);
                 let mut v = Vec::new();
                 for i in 0..steps {
@@ -1164,10 +1268,11 @@ impl<'a> Ev<'a> {
                     cur.at(&m, ts, &mut v);
                     v.sort_by(|a, b| sort_cmp(a.1, b.1, desc));
                     for &(j, x) in &v {
-                        acc.push(m[j].labels.clone(), ts, x)?;
+                        let o = acc.cached_index(&mut sout[j], &m[j].labels);
+                        acc.push_at(o, ts, x)?;
                     }
                 }
-                Ok(Val::Vector(acc.series))
+                Ok(Val::Vector(acc.finish()))
             }
             "label_replace" => self.label_replace(&args),
             "label_join" => self.label_join(&args),
@@ -1222,7 +1327,7 @@ impl<'a> Ev<'a> {
                             samples: (0..steps)
                                 .map(|i| {
                                     let ts = self.ts(i);
-                                    (ts, f(ts.div_euclid(1000)))
+                                    (ts, f(ts / 1000))
                                 })
                                 .collect(),
                         }])),
@@ -1376,6 +1481,7 @@ impl<'a> Ev<'a> {
             }));
         }
         let mut acc = OutAcc::default();
+        let mut gout = vec![NO_OUT; group_out.len()];
         let mut cur = StepCursor::new(&m);
         let mut v = Vec::new();
         let mut buckets: Vec<Vec<(f64, f64)>> = vec![Vec::new(); group_out.len()];
@@ -1399,10 +1505,11 @@ impl<'a> Ev<'a> {
                 let b = &mut buckets[g as usize];
                 let r = functions::bucket_quantile(qv, b);
                 b.clear();
-                acc.push(group_out[g as usize].clone(), ts, r)?;
+                let o = acc.cached_index(&mut gout[g as usize], &group_out[g as usize]);
+                acc.push_at(o, ts, r)?;
             }
         }
-        Ok(Val::Vector(acc.series))
+        Ok(Val::Vector(acc.finish()))
     }
 
     /// Functions over a range vector: each series is cut into one window
@@ -1416,31 +1523,20 @@ impl<'a> Ev<'a> {
                 scalars.push(self.eval_scalar(a)?);
             }
         }
-        if name == "holt_winters" {
-            for i in 0..self.steps() {
-                let sf = scalars
-                    .first()
-                    .and_then(|s| s.get(i))
-                    .copied()
-                    .unwrap_or(f64::NAN);
-                let tf = scalars
-                    .get(1)
-                    .and_then(|s| s.get(i))
-                    .copied()
-                    .unwrap_or(f64::NAN);
-                if !(sf > 0.0 && sf < 1.0) {
-                    return Err(exec_err(format!(
-                        "invalid smoothing factor. Expected: 0 < sf < 1, got: {sf:.6}"
-                    )));
-                }
-                if !(tf > 0.0 && tf < 1.0) {
-                    return Err(exec_err(format!(
-                        "invalid trend factor. Expected: 0 < tf < 1, got: {tf:.6}"
-                    )));
-                }
+        // Prometheus 2.42 quirk: when the call is not step-invariant (an
+        // "@-unsafe" function such as `predict_linear`, or an argument that
+        // varies per step), its engine turns `@` on the range argument into
+        // an offset relative to the query start, so the window slides with
+        // the step (over data loaded for the `@` time only, or a subquery
+        // evaluated `end - start` past it). Reproduced so range queries
+        // agree; instant queries are unaffected.
+        let at_slides = !call_is_step_invariant(name, args);
+        let ra = match args[mi] {
+            Expr::Subquery(sq) if at_slides && sq.at.is_some() => {
+                self.subquery(sq, self.end - self.start)?
             }
-        }
-        let ra = self.range_arg(args[mi])?;
+            e => self.range_arg(e)?,
+        };
         let keep_name = name == "last_over_time";
         let steps = self.steps();
         let mut out: Matrix = Vec::with_capacity(ra.series.len());
@@ -1452,7 +1548,12 @@ impl<'a> Ev<'a> {
             let sm = &s.samples;
             for i in 0..steps {
                 let ts = self.ts(i);
-                let reft = ra.at.unwrap_or(ts).saturating_sub(ra.offset);
+                let reft = match ra.at {
+                    Some(at) if at_slides => at.saturating_add(ts - self.start),
+                    Some(at) => at,
+                    None => ts,
+                }
+                .saturating_sub(ra.offset);
                 let mint = reft.saturating_sub(ra.range);
                 // Windows only move forward, except with `@` where they are fixed.
                 if hi > 0 && hi <= sm.len() && sm.get(hi - 1).is_some_and(|p| p.0 > reft) {
@@ -1475,6 +1576,10 @@ impl<'a> Ev<'a> {
                 self.add_samples(w.len())?;
                 for (k, sc) in scalars.iter().enumerate() {
                     sargs[k] = sc.get(i).copied().unwrap_or(f64::NAN);
+                }
+                if name == "holt_winters" {
+                    // Checked only when called, i.e. for non-empty windows.
+                    check_holt_winters(&sargs)?;
                 }
                 let ctx = WinCtx {
                     ts,
@@ -1520,6 +1625,90 @@ impl<'a> Ev<'a> {
         }
         Ok(Val::Vector(merge_same_labels(out)?))
     }
+}
+
+/// Prometheus 2.42's step-invariance analysis (`preprocessExprHelper`):
+/// which subtrees its engine evaluates once, at the evaluator's start.
+fn step_invariant(e: &Expr) -> bool {
+    match e {
+        Expr::VectorSelector(vs) => vs.at.is_some(),
+        Expr::MatrixSelector(ms) => ms.vs.at.is_some(),
+        Expr::NumberLiteral(_) | Expr::StringLiteral(_) => true,
+        Expr::Paren(p) => step_invariant(&p.expr),
+        Expr::Unary(u) => step_invariant(&u.expr),
+        Expr::Binary(b) => step_invariant(&b.lhs) && step_invariant(&b.rhs),
+        // The parameter is not looked at, as in Prometheus.
+        Expr::Aggregate(a) => step_invariant(&a.expr),
+        Expr::Call(c) => {
+            let args: Vec<&Expr> = c.args.args.iter().map(|b| unwrap_paren(b)).collect();
+            call_is_step_invariant(c.func.name, &args)
+        }
+        Expr::Subquery(sq) => sq.at.is_some(),
+        Expr::Extension(_) => false,
+    }
+}
+
+fn call_is_step_invariant(name: &str, args: &[&Expr]) -> bool {
+    // Prometheus's `AtModifierUnsafeFunctions`.
+    const UNSAFE: [&str; 10] = [
+        "days_in_month",
+        "day_of_month",
+        "day_of_week",
+        "day_of_year",
+        "hour",
+        "minute",
+        "month",
+        "year",
+        "predict_linear",
+        "time",
+    ];
+    !UNSAFE.contains(&name) && args.iter().all(|a| step_invariant(a))
+}
+
+/// Labels as Go's `labels.Labels.String()` prints them in Prometheus's
+/// error messages: `{__name__="x", a="b"}`, values quoted like
+/// `strconv.Quote`.
+fn go_labels(l: &Labels) -> String {
+    let mut out = String::from("{");
+    for (i, x) in l.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        out.push_str(&x.name);
+        out.push_str("=\"");
+        for c in x.value.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                    out.push_str(&format!("\\x{:02x}", c as u32));
+                }
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+    }
+    out.push('}');
+    out
+}
+
+fn check_holt_winters(args: &[f64]) -> Result<()> {
+    let sf = args.first().copied().unwrap_or(f64::NAN);
+    let tf = args.get(1).copied().unwrap_or(f64::NAN);
+    if !(sf > 0.0 && sf < 1.0) {
+        return Err(exec_err(format!(
+            "invalid smoothing factor. Expected: 0 < sf < 1, got: {sf:.6}"
+        )));
+    }
+    if !(tf > 0.0 && tf < 1.0) {
+        return Err(exec_err(format!(
+            "invalid trend factor. Expected: 0 < tf < 1, got: {tf:.6}"
+        )));
+    }
+    Ok(())
 }
 
 fn arg<'e>(args: &[&'e Expr], i: usize) -> Result<&'e Expr> {
@@ -1614,7 +1803,10 @@ fn result_metric(
 
 /// One aggregation group at one step.
 struct Group {
+    /// Labels of a `count_values` group; others use `key`.
     labels: Labels,
+    /// Interned group labels, `u32::MAX` for `count_values`.
+    key: u32,
     value: f64,
     mean: f64,
     count: usize,
@@ -1676,9 +1868,10 @@ fn insertion_sort<T>(v: &mut [T], less: impl Fn(&T, &T) -> bool) {
 }
 
 impl Group {
-    fn new(labels: Labels, j: usize, v: f64, op: u16) -> Group {
+    fn new(labels: Labels, key: u32, j: usize, v: f64, op: u16) -> Group {
         let mut g = Group {
             labels,
+            key,
             value: v,
             mean: v,
             count: 1,

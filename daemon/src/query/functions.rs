@@ -371,6 +371,160 @@ pub(super) fn go_min(x: f64, y: f64) -> f64 {
     }
 }
 
+/// Go's `math.Frexp`: `f = frac * 2^exp` with `|frac|` in [0.5, 1).
+fn go_frexp(f: f64) -> (f64, i64) {
+    if f == 0.0 || f.is_infinite() || f.is_nan() {
+        return (f, 0);
+    }
+    let (f, mut exp) = if f.abs() < f64::MIN_POSITIVE {
+        (f * (1u64 << 52) as f64, -52)
+    } else {
+        (f, 0)
+    };
+    let mut x = f.to_bits();
+    exp += ((x >> 52) & 0x7ff) as i64 - 1023 + 1;
+    x &= !(0x7ff << 52);
+    x |= 1022 << 52;
+    (f64::from_bits(x), exp)
+}
+
+/// Go's `math.Ldexp`: `frac * 2^exp`, with Go's handling of denormals.
+fn go_ldexp(frac: f64, exp: i64) -> f64 {
+    if frac == 0.0 || frac.is_infinite() || frac.is_nan() {
+        return frac;
+    }
+    let (frac, e) = if frac.abs() < f64::MIN_POSITIVE {
+        (frac * (1u64 << 52) as f64, -52)
+    } else {
+        (frac, 0)
+    };
+    let mut exp = exp.saturating_add(e);
+    let mut x = frac.to_bits();
+    exp = exp.saturating_add(((x >> 52) & 0x7ff) as i64 - 1023);
+    if exp < -1075 {
+        return 0.0f64.copysign(frac);
+    }
+    if exp > 1023 {
+        return if frac < 0.0 {
+            f64::NEG_INFINITY
+        } else {
+            f64::INFINITY
+        };
+    }
+    let mut m = 1.0;
+    if exp < -1022 {
+        exp += 53;
+        m = 1.0 / (1u64 << 53) as f64;
+    }
+    x &= !(0x7ff << 52);
+    x |= ((exp + 1023) as u64) << 52;
+    m * f64::from_bits(x)
+}
+
+fn go_is_odd_int(x: f64) -> bool {
+    if x.abs() >= (1u64 << 53) as f64 {
+        return false;
+    }
+    x.fract() == 0.0 && (x.trunc() as i64) & 1 == 1
+}
+
+/// Go's `math.Pow`, which PromQL's `^` uses. It is not correctly rounded,
+/// and huge results differ from libm's in the last bits, which `%` can
+/// turn into entirely different values; so it is ported as it is.
+pub(super) fn go_pow(x: f64, y: f64) -> f64 {
+    if y == 0.0 || x == 1.0 {
+        return 1.0;
+    }
+    if y == 1.0 {
+        return x;
+    }
+    if x.is_nan() || y.is_nan() {
+        return f64::NAN;
+    }
+    if x == 0.0 {
+        if y < 0.0 {
+            return if x.is_sign_negative() && go_is_odd_int(y) {
+                f64::NEG_INFINITY
+            } else {
+                f64::INFINITY
+            };
+        }
+        return if x.is_sign_negative() && go_is_odd_int(y) {
+            x
+        } else {
+            0.0
+        };
+    }
+    if y.is_infinite() {
+        return if x == -1.0 {
+            1.0
+        } else if (x.abs() < 1.0) == (y > 0.0) {
+            0.0
+        } else {
+            f64::INFINITY
+        };
+    }
+    if x.is_infinite() {
+        if x < 0.0 {
+            return go_pow(1.0 / x, -y);
+        }
+        return if y < 0.0 { 0.0 } else { f64::INFINITY };
+    }
+    if y == 0.5 {
+        return x.sqrt();
+    }
+    if y == -0.5 {
+        return 1.0 / x.sqrt();
+    }
+    let ya = y.abs();
+    let (mut yi, mut yf) = (ya.trunc(), ya.fract());
+    if yf != 0.0 && x < 0.0 {
+        return f64::NAN;
+    }
+    if yi >= 9_223_372_036_854_775_808.0 {
+        return if x == -1.0 {
+            1.0
+        } else if (x.abs() < 1.0) == (y > 0.0) {
+            0.0
+        } else {
+            f64::INFINITY
+        };
+    }
+    let mut a1 = 1.0;
+    let mut ae: i64 = 0;
+    if yf != 0.0 {
+        if yf > 0.5 {
+            yf -= 1.0;
+            yi += 1.0;
+        }
+        a1 = (yf * x.ln()).exp();
+    }
+    let (mut x1, mut xe) = go_frexp(x);
+    let mut i = yi as i64;
+    while i != 0 {
+        if !(-(1 << 12)..=(1 << 12)).contains(&xe) {
+            ae += xe;
+            break;
+        }
+        if i & 1 == 1 {
+            a1 *= x1;
+            ae += xe;
+        }
+        x1 *= x1;
+        xe <<= 1;
+        if x1 < 0.5 {
+            x1 += x1;
+            xe -= 1;
+        }
+        i >>= 1;
+    }
+    if y < 0.0 {
+        a1 = 1.0 / a1;
+        ae = -ae;
+    }
+    go_ldexp(a1, ae)
+}
+
 /// Go's `int64(f)` on amd64: out-of-range and NaN give `math.MinInt64`.
 pub(super) fn go_f64_to_i64(v: f64) -> i64 {
     // 2^63 is exactly representable; every float below it converts.
@@ -436,55 +590,108 @@ pub(super) fn simple_fn(name: &str) -> Option<fn(f64) -> f64> {
     })
 }
 
-/// Days since 1970-01-01 to (year, month 1-12, day 1-31), proleptic Gregorian.
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { y + 1 } else { y }, m, d)
+// Go's time package, ported for the date functions: Prometheus feeds
+// `time.Unix(int64(v), 0).UTC()` even for NaN and ±Inf (which become
+// math.MinInt64 and wrap around), so matching it exactly means doing the
+// same unsigned "absolute time" arithmetic.
+
+const SECONDS_PER_DAY: u64 = 86_400;
+const DAYS_PER_400_YEARS: u64 = 365 * 400 + 97;
+const DAYS_PER_100_YEARS: u64 = 365 * 100 + 24;
+const DAYS_PER_4_YEARS: u64 = 365 * 4 + 1;
+const ABSOLUTE_ZERO_YEAR: i64 = -292_277_022_399;
+/// Go's `unixToInternal + internalToAbsolute`.
+const UNIX_TO_ABSOLUTE: i64 = 9_223_372_028_715_321_600;
+const DAYS_BEFORE: [u64; 13] = [
+    0,
+    31,
+    31 + 28,
+    31 + 28 + 31,
+    31 + 28 + 31 + 30,
+    31 + 28 + 31 + 30 + 31,
+    31 + 28 + 31 + 30 + 31 + 30,
+    31 + 28 + 31 + 30 + 31 + 30 + 31,
+    31 + 28 + 31 + 30 + 31 + 30 + 31 + 31,
+    31 + 28 + 31 + 30 + 31 + 30 + 31 + 31 + 30,
+    31 + 28 + 31 + 30 + 31 + 30 + 31 + 31 + 30 + 31,
+    31 + 28 + 31 + 30 + 31 + 30 + 31 + 31 + 30 + 31 + 30,
+    31 + 28 + 31 + 30 + 31 + 30 + 31 + 31 + 30 + 31 + 30 + 31,
+];
+
+/// Go's `Time.abs()` for a UTC time made by `time.Unix(sec, 0)`.
+fn go_abs(sec: i64) -> u64 {
+    sec.wrapping_add(UNIX_TO_ABSOLUTE) as u64
 }
 
 fn is_leap(y: i64) -> bool {
-    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
+    y % 4 == 0 && (y % 100 != 0 || y % 400 == 0)
 }
 
-fn days_in_month(y: i64, m: i64) -> i64 {
-    match m {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        _ => {
-            if is_leap(y) {
-                29
-            } else {
-                28
-            }
+/// Go's `absDate`: (year, month 1-12, day 1-31, day of year 0-365).
+fn go_date(abs: u64) -> (i64, u64, u64, u64) {
+    let mut d = abs / SECONDS_PER_DAY;
+    let mut n = d / DAYS_PER_400_YEARS;
+    let mut y = 400 * n;
+    d -= DAYS_PER_400_YEARS * n;
+    n = d / DAYS_PER_100_YEARS;
+    n -= n >> 2;
+    y += 100 * n;
+    d -= DAYS_PER_100_YEARS * n;
+    n = d / DAYS_PER_4_YEARS;
+    y += 4 * n;
+    d -= DAYS_PER_4_YEARS * n;
+    n = d / 365;
+    n -= n >> 2;
+    y += n;
+    d -= 365 * n;
+    let year = (y as i64).wrapping_add(ABSOLUTE_ZERO_YEAR);
+    let yday = d;
+    let mut day = yday;
+    if is_leap(year) {
+        if day > 31 + 29 - 1 {
+            day -= 1;
+        } else if day == 31 + 29 - 1 {
+            return (year, 2, 29, yday);
         }
+    }
+    let mut month = (day / 31) as usize;
+    let end = DAYS_BEFORE[month + 1];
+    let begin = if day >= end {
+        month += 1;
+        end
+    } else {
+        DAYS_BEFORE[month]
+    };
+    (year, month as u64 + 1, day - begin + 1, yday)
+}
+
+fn days_in_month(y: i64, m: u64) -> u64 {
+    match m {
+        2 if is_leap(y) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
     }
 }
 
+/// Date functions of Unix seconds, as Go's UTC calendar computes them.
 pub(super) fn date_fn(name: &str) -> Option<fn(i64) -> f64> {
     Some(match name {
-        "year" => |s| civil_from_days(s.div_euclid(86_400)).0 as f64,
-        "month" => |s| civil_from_days(s.div_euclid(86_400)).1 as f64,
-        "day_of_month" => |s| civil_from_days(s.div_euclid(86_400)).2 as f64,
-        "day_of_week" => |s| (s.div_euclid(86_400) + 4).rem_euclid(7) as f64,
-        "day_of_year" => |s| {
-            let (y, m, d) = civil_from_days(s.div_euclid(86_400));
-            let before: i64 = (1..m).map(|mm| days_in_month(y, mm)).sum();
-            (before + d) as f64
-        },
+        "year" => |s| go_date(go_abs(s)).0 as f64,
+        "month" => |s| go_date(go_abs(s)).1 as f64,
+        "day_of_month" => |s| go_date(go_abs(s)).2 as f64,
+        "day_of_year" => |s| (go_date(go_abs(s)).3 + 1) as f64,
         "days_in_month" => |s| {
-            let (y, m, _) = civil_from_days(s.div_euclid(86_400));
+            let (y, m, _, _) = go_date(go_abs(s));
             days_in_month(y, m) as f64
         },
-        "hour" => |s| (s.rem_euclid(86_400) / 3600) as f64,
-        "minute" => |s| (s.rem_euclid(3600) / 60) as f64,
+        // Go: (abs + Monday*secondsPerDay) % secondsPerWeek / secondsPerDay.
+        "day_of_week" => |s| {
+            ((go_abs(s).wrapping_add(SECONDS_PER_DAY) % (7 * SECONDS_PER_DAY)) / SECONDS_PER_DAY)
+                as f64
+        },
+        "hour" => |s| ((go_abs(s) % SECONDS_PER_DAY) / 3600) as f64,
+        "minute" => |s| ((go_abs(s) % 3600) / 60) as f64,
         _ => return None,
     })
 }
@@ -494,13 +701,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn civil_dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(-1), (1969, 12, 31));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-        let doy = date_fn("day_of_year").unwrap();
-        assert_eq!(doy(86_400 * 365), 1.0);
+    fn go_dates() {
+        assert_eq!(go_date(go_abs(0)), (1970, 1, 1, 0));
+        assert_eq!(go_date(go_abs(-1)), (1969, 12, 31, 364));
+        assert_eq!(go_date(go_abs(11_016 * 86_400)), (2000, 2, 29, 59));
+        assert_eq!(date_fn("day_of_year").unwrap()(86_400 * 365), 1.0);
         assert_eq!(date_fn("day_of_week").unwrap()(0), 4.0);
+        assert_eq!(date_fn("days_in_month").unwrap()(11_016 * 86_400), 29.0);
+        // Prometheus 2.42 on NaN (int64 -> math.MinInt64, wrapped by Go).
+        assert_eq!(date_fn("minute").unwrap()(go_f64_to_i64(f64::NAN)), 30.0);
+        assert_eq!(date_fn("hour").unwrap()(go_f64_to_i64(f64::INFINITY)), 15.0);
     }
 
     #[test]
@@ -509,7 +719,25 @@ mod tests {
         assert_eq!(quantile(0.5, &mut v), 2.5);
         let mut b = vec![(f64::INFINITY, 10.0), (1.0, 5.0), (2.0, 10.0)];
         assert_eq!(bucket_quantile(0.5, &mut b), 1.0);
-        assert!(bucket_quantile(0.5, &mut vec![(1.0, 1.0)]).is_nan());
+        assert!(bucket_quantile(0.5, &mut [(1.0, 1.0)]).is_nan());
+    }
+
+    #[test]
+    fn pow_like_go() {
+        assert_eq!(go_pow(2.0, 10.0), 1024.0);
+        assert_eq!(go_pow(-2.0, 3.0), -8.0);
+        assert_eq!(go_pow(4.0, 0.5), 2.0);
+        assert_eq!(go_pow(2.0, -2.0), 0.25);
+        assert!(go_pow(-8.0, 1.0 / 3.0).is_nan());
+        assert_eq!(go_pow(0.0, -1.0), f64::INFINITY);
+        assert_eq!(go_pow(-0.0, -1.0), f64::NEG_INFINITY);
+        assert_eq!(go_pow(f64::NAN, 0.0), 1.0);
+        assert_eq!(go_pow(10.0, 400.0), f64::INFINITY);
+        assert_eq!(go_pow(10.0, -400.0), 0.0);
+        assert!((go_pow(2.0, 0.3) - 2f64.powf(0.3)).abs() < 1e-15);
+        assert_eq!(go_frexp(8.0), (0.5, 4));
+        assert_eq!(go_ldexp(0.5, 4), 8.0);
+        assert_eq!(go_ldexp(1.0, -1074), f64::from_bits(1));
     }
 
     #[test]

@@ -159,8 +159,15 @@ pub(crate) fn parse(query: &str) -> Result<promql_parser::parser::Expr, QueryErr
             false,
         )]);
     });
-    promql_parser::parser::parse(query)
-        .map_err(|e| QueryError::BadData(format!("parse error: {e}")))
+    // The parser is a dependency fed with user input: a panic in it must
+    // not take the caller (an HTTP handler, a rule group) down.
+    match std::panic::catch_unwind(|| promql_parser::parser::parse(query)) {
+        Ok(Ok(expr)) => Ok(expr),
+        Ok(Err(e)) => Err(QueryError::BadData(format!("parse error: {e}"))),
+        Err(_) => Err(QueryError::BadData(
+            "parse error: the parser failed on this query".into(),
+        )),
+    }
 }
 
 /// Evaluates PromQL queries; cheap to share, holds no per-query state.
