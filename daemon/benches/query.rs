@@ -27,11 +27,26 @@ fn populate() -> Store {
     for inst in 0..500 {
         let instance = format!("10.0.{}.{}:9100", inst / 256, inst % 256);
         let job = JOBS[inst % 10];
-        for (i, le) in ["0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "+Inf"].iter().enumerate() {
-            let l = Labels::from_pairs([("__name__", "http_request_duration_seconds_bucket"), ("job", job), ("instance", &instance), ("le", le)]);
+        for (i, le) in [
+            "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "+Inf",
+        ]
+        .iter()
+        .enumerate()
+        {
+            let l = Labels::from_pairs([
+                ("__name__", "http_request_duration_seconds_bucket"),
+                ("job", job),
+                ("instance", &instance),
+                ("le", le),
+            ]);
             extra.push((store.get_or_create(&l).unwrap(), (i + 1) as f64));
         }
-        let l = Labels::from_pairs([("__name__", "build_info"), ("job", job), ("instance", &instance), ("version", "1.2.3")]);
+        let l = Labels::from_pairs([
+            ("__name__", "build_info"),
+            ("job", job),
+            ("instance", &instance),
+            ("version", "1.2.3"),
+        ]);
         extra.push((store.get_or_create(&l).unwrap(), 0.0));
     }
     for k in 0..POINTS {
@@ -41,7 +56,11 @@ fn populate() -> Store {
             let _ = store.append(*r, t, vals[i]);
         }
         for (r, slope) in &extra {
-            let v = if *slope == 0.0 { 1.0 } else { slope * k as f64 * 3.0 };
+            let v = if *slope == 0.0 {
+                1.0
+            } else {
+                slope * k as f64 * 3.0
+            };
             let _ = store.append(*r, t, v);
         }
     }
@@ -66,7 +85,9 @@ fn bench(c: &mut Criterion) {
             _ => 0,
         };
         println!("{name}: {n} result series");
-        g.bench_function(name, |b| b.iter(|| black_box(engine.instant_query(&store, q, at).expect(q))));
+        g.bench_function(name, |b| {
+            b.iter(|| black_box(engine.instant_query(&store, q, at).expect(q)))
+        });
     }
     g.finish();
 }

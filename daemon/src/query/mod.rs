@@ -16,8 +16,8 @@
 //! (like Prometheus's `rangeEval`), so a range query loads every selector's
 //! samples once and walks them with cursors instead of re-selecting per step.
 
-mod eval;
 mod config;
+mod eval;
 mod functions;
 pub mod promqltest;
 

@@ -53,9 +53,11 @@ impl Matcher {
         let (re, literals) = match op {
             MatchOp::Equal | MatchOp::NotEqual => (None, None),
             MatchOp::RegexMatch | MatchOp::RegexNoMatch => {
-                // `(?s:` like Prometheus: `.` must also match newlines in
-                // label values, and the anchors make `foo` not match `xfoox`.
-                let re = Regex::new(&format!("^(?s:{value})$")).map_err(|e| {
+                // `^(?:...)$` exactly as Prometheus 2.42 compiles matchers:
+                // anchored, so `foo` does not match `xfoox`, and `.` does not
+                // match a newline (Prometheus 2.45 changed that; we follow the
+                // version our users' rules were tested against).
+                let re = Regex::new(&format!("^(?:{value})$")).map_err(|e| {
                     StoreError::InvalidRegex {
                         pattern: value.clone(),
                         message: e.to_string(),
@@ -163,6 +165,13 @@ mod tests {
     }
 
     #[test]
+    fn dot_does_not_match_newline_as_in_prometheus_2_42() {
+        let m = Matcher::new(MatchOp::RegexMatch, "a", "x.*").unwrap();
+        assert!(m.matches("xyz"));
+        assert!(!m.matches("x\ny"));
+    }
+
+    #[test]
     fn equal_and_not_equal_on_missing() {
         // missing label is "", so `x=""` matches absence and `x!=""` requires presence
         assert!(m(MatchOp::Equal, "").matches(""));
@@ -184,7 +193,7 @@ mod tests {
         assert!(!r.matches("ab"));
         assert!(m(MatchOp::RegexMatch, ".*").matches(""));
         assert!(!m(MatchOp::RegexMatch, ".+").matches(""));
-        assert!(m(MatchOp::RegexMatch, ".*").matches("a\nb"));
+        assert!(!m(MatchOp::RegexMatch, ".*").matches("a\nb"));
         assert!(!m(MatchOp::RegexNoMatch, "fo+").matches("foo"));
         assert!(m(MatchOp::RegexNoMatch, "fo+").matches("xfoo"));
     }

@@ -92,9 +92,15 @@ pub fn parse_time(s: &str) -> Result<i64, String> {
 fn parse_rfc3339(s: &str) -> Option<i64> {
     // humantime reads only UTC ("Z"); fold a numeric offset in by hand.
     // `get` rather than slicing: the input is user text and may not be ASCII.
-    let split = s.len().checked_sub(6).and_then(|i| Some((s.get(..i)?, s.get(i..)?)));
+    let split = s
+        .len()
+        .checked_sub(6)
+        .and_then(|i| Some((s.get(..i)?, s.get(i..)?)));
     let (base, offset_s) = match split {
-        Some((b, off)) if (off.starts_with('+') || off.starts_with('-')) && off.as_bytes().get(3) == Some(&b':') => {
+        Some((b, off))
+            if (off.starts_with('+') || off.starts_with('-'))
+                && off.as_bytes().get(3) == Some(&b':') =>
+        {
             let sign = if off.starts_with('-') { -1 } else { 1 };
             let h: i64 = off.get(1..3)?.parse().ok()?;
             let m: i64 = off.get(4..6)?.parse().ok()?;
