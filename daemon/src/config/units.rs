@@ -28,6 +28,17 @@ impl PromDuration {
     }
 }
 
+/// Prometheus's duration units, largest first, in milliseconds.
+const UNITS: [(&str, u64); 7] = [
+    ("y", 365 * 24 * 3600 * 1000),
+    ("w", 7 * 24 * 3600 * 1000),
+    ("d", 24 * 3600 * 1000),
+    ("h", 3600 * 1000),
+    ("m", 60 * 1000),
+    ("s", 1000),
+    ("ms", 1),
+];
+
 /// Parses a Prometheus duration. Kept strict (unit order, no fractions) because a
 /// config that Prometheus would reject should not silently mean something here.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -37,15 +48,6 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if s.is_empty() {
         return Err("empty duration string".into());
     }
-    const UNITS: [(&str, u64); 7] = [
-        ("y", 365 * 24 * 3600 * 1000),
-        ("w", 7 * 24 * 3600 * 1000),
-        ("d", 24 * 3600 * 1000),
-        ("h", 3600 * 1000),
-        ("m", 60 * 1000),
-        ("s", 1000),
-        ("ms", 1),
-    ];
     let bytes = s.as_bytes();
     let mut pos = 0;
     let mut next_unit = 0;
@@ -88,15 +90,7 @@ pub fn format_duration(d: Duration) -> String {
         return "0s".into();
     }
     let mut out = String::new();
-    for (unit, size) in [
-        ("y", 365 * 24 * 3600 * 1000u64),
-        ("w", 7 * 24 * 3600 * 1000),
-        ("d", 24 * 3600 * 1000),
-        ("h", 3600 * 1000),
-        ("m", 60 * 1000),
-        ("s", 1000),
-        ("ms", 1),
-    ] {
+    for (unit, size) in UNITS {
         if ms >= size {
             out.push_str(&format!("{}{}", ms / size, unit));
             ms %= size;

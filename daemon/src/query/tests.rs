@@ -1,8 +1,6 @@
 //! Unit tests of the engine's core operators, and the conformance run over
 //! Prometheus's own test files (counts only: the CI threshold is a script's).
 
-use std::path::PathBuf;
-
 use super::*;
 use crate::store::{stale_nan, Labels, Store};
 
@@ -346,41 +344,4 @@ fn hostile_queries_do_not_panic() {
             .error_type(),
         "bad_data"
     );
-}
-
-/// Runs every promqltest file of the shared data and prints the counts. Does
-/// not fail on conformance gaps; a missing data directory is a skip.
-#[test]
-fn promql_conformance_counts() {
-    let dir = std::env::var_os("HOMEOSTAT_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"))
-        .join("promql");
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        println!("SKIP: promql conformance data {} not found", dir.display());
-        return;
-    };
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "test"))
-        .collect();
-    files.sort();
-    let engine = Engine::default();
-    let (mut passed, mut failed) = (0, 0);
-    for f in &files {
-        match promqltest::run_file(f, &engine) {
-            Ok(r) => {
-                println!(
-                    "{}: {} passed, {} failed",
-                    f.display(),
-                    r.passed,
-                    r.failures.len()
-                );
-                passed += r.passed;
-                failed += r.failures.len();
-            }
-            Err(e) => println!("{e}"),
-        }
-    }
-    println!("conformance: {passed} passed, {failed} failed");
 }

@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use super::api::ApiError;
 use super::AppState;
 use crate::config::units::parse_duration;
-use crate::query::{format_float, QueryError, QueryValue};
+use crate::query::{format_float, QueryError, QueryOutput, QueryValue};
 use crate::store::{Labels, Matcher};
 
 /// Most points a range query may return per series, as Prometheus.
@@ -225,6 +225,33 @@ where
     })
 }
 
+fn query_param(p: &Params) -> Result<String, ApiError> {
+    p.get("query")
+        .filter(|q| !q.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": query must not be empty"))
+}
+
+fn required_time(p: &Params, key: &str) -> Result<i64, ApiError> {
+    parse_time(p.get(key).unwrap_or(""))
+        .map_err(|e| ApiError::bad_data(format!("invalid parameter \"{key}\": {e}")))
+}
+
+/// Runs an evaluation on the blocking pool and renders its outcome.
+async fn evaluate<F>(prepared: Result<F, ApiError>) -> Response
+where
+    F: FnOnce() -> Result<QueryOutput, QueryError> + Send + 'static,
+{
+    let result = match prepared {
+        Ok(f) => run_blocking(move || f().map_err(ApiError::from)).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(out) => respond(value_json(&out.value), &out.warnings),
+        Err(e) => e.into_response(),
+    }
+}
+
 async fn query(
     State(s): State<AppState>,
     method: Method,
@@ -233,29 +260,14 @@ async fn query(
     body: Bytes,
 ) -> Response {
     let p = Params::new(&method, &headers, raw, &body);
-    let result = async {
-        let q = p
-            .get("query")
-            .filter(|q| !q.is_empty())
-            .ok_or_else(|| {
-                ApiError::bad_data("invalid parameter \"query\": query must not be empty")
-            })?
-            .to_string();
+    let prepared = (|| {
+        let q = query_param(&p)?;
         let ts = time_param(&p, "time", now_ms())?;
         let engine = engine_for(&s, &p)?;
         let store = s.store.clone();
-        run_blocking(move || {
-            engine
-                .instant_query(store.as_ref(), &q, ts)
-                .map_err(ApiError::from)
-        })
-        .await
-    }
-    .await;
-    match result {
-        Ok(out) => respond(value_json(&out.value), &out.warnings),
-        Err(e) => e.into_response(),
-    }
+        Ok(move || engine.instant_query(store.as_ref(), &q, ts))
+    })();
+    evaluate(prepared).await
 }
 
 async fn query_range(
@@ -266,20 +278,17 @@ async fn query_range(
     body: Bytes,
 ) -> Response {
     let p = Params::new(&method, &headers, raw, &body);
-    let result = async {
-        let q = p.get("query").filter(|q| !q.is_empty()).ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": query must not be empty"))?.to_string();
-        let start = match p.get("start") {
-            Some(v) => parse_time(v).map_err(|e| ApiError::bad_data(format!("invalid parameter \"start\": {e}")))?,
-            None => return Err(ApiError::bad_data("invalid parameter \"start\": cannot parse \"\" to a valid timestamp")),
-        };
-        let end = match p.get("end") {
-            Some(v) => parse_time(v).map_err(|e| ApiError::bad_data(format!("invalid parameter \"end\": {e}")))?,
-            None => return Err(ApiError::bad_data("invalid parameter \"end\": cannot parse \"\" to a valid timestamp")),
-        };
+    let prepared = (|| {
+        let q = query_param(&p)?;
+        let start = required_time(&p, "start")?;
+        let end = required_time(&p, "end")?;
         if end < start {
-            return Err(ApiError::bad_data("invalid parameter \"end\": end timestamp must not be before start time"));
+            return Err(ApiError::bad_data(
+                "invalid parameter \"end\": end timestamp must not be before start time",
+            ));
         }
-        let step = parse_step(p.get("step").unwrap_or("")).map_err(|e| ApiError::bad_data(format!("invalid parameter \"step\": {e}")))?;
+        let step = parse_step(p.get("step").unwrap_or(""))
+            .map_err(|e| ApiError::bad_data(format!("invalid parameter \"step\": {e}")))?;
         if step <= 0 {
             return Err(ApiError::bad_data(
                 "invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer",
@@ -292,13 +301,9 @@ async fn query_range(
         }
         let engine = engine_for(&s, &p)?;
         let store = s.store.clone();
-        run_blocking(move || engine.range_query(store.as_ref(), &q, start, end, step).map_err(ApiError::from)).await
-    }
-    .await;
-    match result {
-        Ok(out) => respond(value_json(&out.value), &out.warnings),
-        Err(e) => e.into_response(),
-    }
+        Ok(move || engine.range_query(store.as_ref(), &q, start, end, step))
+    })();
+    evaluate(prepared).await
 }
 
 /// Parses every `match[]` selector into matcher sets.
