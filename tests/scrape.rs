@@ -225,6 +225,26 @@ async fn misbehaving_targets_fail_alone() {
         Some(0.0)
     );
 
+    // HELP and TYPE lines are served by /api/v1/metadata, as Prometheus does.
+    let meta: serde_json::Value = reqwest::get(format!(
+        "http://{}/api/v1/metadata?metric=http_requests_total",
+        daemon.addr
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(
+        meta["data"]["http_requests_total"][0]["type"], "counter",
+        "{meta}"
+    );
+    assert_eq!(
+        meta["data"]["http_requests_total"][0]["help"], "Requests.",
+        "{meta}"
+    );
+    assert_eq!(meta["data"].as_object().unwrap().len(), 1, "{meta}");
+
     // The hanging target does not hold back the healthy one: with a 1s
     // interval over ~4s, the good target is scraped repeatedly.
     let before = good.scrapes();
