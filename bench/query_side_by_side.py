@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -26,6 +25,9 @@ import threading
 import time
 import urllib.parse
 import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import ensure_free, stop_all, wait_http  # noqa: E402
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 QUERIES = [
@@ -65,17 +67,6 @@ def hist_handler():
     return H
 
 
-def wait_http(url, timeout=30):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=1).read()
-            return
-        except Exception:  # noqa: BLE001
-            time.sleep(0.2)
-    raise SystemExit(f"{url} did not answer within {timeout}s")
-
-
 def instant(base, query, ts):
     url = base + "/api/v1/query?" + urllib.parse.urlencode({"query": query, "time": f"{ts:.3f}"})
     t0 = time.perf_counter()
@@ -99,11 +90,7 @@ def main():
     if not os.path.exists(target_py):
         print(f"SKIP: {target_py} not found (set --shared)")
         return 0
-    import socket
-    for port in (29090, 29400):
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                raise SystemExit(f"port {port} is already in use; stop whatever listens there first")
+    ensure_free(29090, 29400)
     tmp = tempfile.mkdtemp(prefix="hs-qbench-")
     targets = [f"127.0.0.1:{p}" for p in range(29101, 29121)]
     hist = [f"127.0.0.1:{p}" for p in range(29131, 29135)]
@@ -161,14 +148,7 @@ def main():
     finally:
         for s in servers:
             s.shutdown()
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
 

@@ -16,12 +16,14 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import ensure_free, stop_all, wait_http  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -38,17 +40,6 @@ def status_kib(pid, key):
             if line.startswith(key + ":"):
                 return int(line.split()[1])
     return 0
-
-
-def wait_http(url, timeout=30):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=1).read()
-            return
-        except Exception:
-            time.sleep(0.2)
-    raise SystemExit(f"{url} did not answer within {timeout}s")
 
 
 def metric_value(url, name):
@@ -79,6 +70,7 @@ def main():
     if not os.path.exists(target_py):
         print(f"SKIP: {target_py} not found (set --shared)")
         return 0
+    ensure_free(19090, 19400)
     tmp = tempfile.mkdtemp(prefix="hs-bench-")
     first = 19101
     last = first + a.targets - 1
@@ -140,14 +132,7 @@ def main():
         (_, pc, ph, _), (_, hc, hh, _) = rows
         print(f"| ratio homeostat / Prometheus | {hc / pc:.2f} | | {hh / ph:.2f} | |")
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
 

@@ -501,6 +501,28 @@ impl<'a> Ev<'a> {
         ((ts - self.start) / self.interval) as usize
     }
 
+    /// `absent`/`absent_over_time`: 1 at every step where `input` has no
+    /// sample, labelled from the equality matchers of `arg`.
+    fn absent(&self, input: &[RangeSeries], steps: usize, arg: &Expr) -> Val {
+        let mut present = vec![false; steps];
+        for s in input {
+            for p in &s.samples {
+                present[self.step_of(p.0)] = true;
+            }
+        }
+        let samples: Vec<(i64, f64)> = (0..steps)
+            .filter(|&i| !present[i])
+            .map(|i| (self.ts(i), 1.0))
+            .collect();
+        if samples.is_empty() {
+            return Val::Vector(Vec::new());
+        }
+        Val::Vector(vec![RangeSeries {
+            labels: absent_labels(arg),
+            samples,
+        }])
+    }
+
     fn check_timeout(&self) -> Result<()> {
         if let Some(d) = self.ctx.deadline {
             if Instant::now() > d {
@@ -1219,23 +1241,7 @@ impl<'a> Ev<'a> {
             "absent" => {
                 let a = arg(&args, 0)?;
                 let m = self.eval_vector(a)?;
-                let mut present = vec![false; steps];
-                for s in &m {
-                    for p in &s.samples {
-                        present[self.step_of(p.0)] = true;
-                    }
-                }
-                let samples: Vec<(i64, f64)> = (0..steps)
-                    .filter(|&i| !present[i])
-                    .map(|i| (self.ts(i), 1.0))
-                    .collect();
-                if samples.is_empty() {
-                    return Ok(Val::Vector(Vec::new()));
-                }
-                Ok(Val::Vector(vec![RangeSeries {
-                    labels: absent_labels(a),
-                    samples,
-                }]))
+                Ok(self.absent(&m, steps, a))
             }
             "timestamp" => {
                 let a = arg(&args, 0)?;
@@ -1605,23 +1611,7 @@ impl<'a> Ev<'a> {
             }
         }
         if name == "absent_over_time" {
-            let mut present = vec![false; steps];
-            for s in &out {
-                for p in &s.samples {
-                    present[self.step_of(p.0)] = true;
-                }
-            }
-            let samples: Vec<(i64, f64)> = (0..steps)
-                .filter(|&i| !present[i])
-                .map(|i| (self.ts(i), 1.0))
-                .collect();
-            if samples.is_empty() {
-                return Ok(Val::Vector(Vec::new()));
-            }
-            return Ok(Val::Vector(vec![RangeSeries {
-                labels: absent_labels(args[mi]),
-                samples,
-            }]));
+            return Ok(self.absent(&out, steps, args[mi]));
         }
         Ok(Val::Vector(merge_same_labels(out)?))
     }
