@@ -130,7 +130,8 @@ def main():
         for name, cpu, hwm, rss in rows:
             print(f"| {name} | {cpu:.1f} | {100 * cpu / a.window:.1f}% | {hwm:.0f} | {rss:.0f} |")
         (_, pc, ph, _), (_, hc, hh, _) = rows
-        print(f"| ratio homeostat / Prometheus | {hc / pc:.2f} | | {hh / ph:.2f} | |")
+        ratio = f"{hc / pc:.2f}" if pc > 0 else "n/a"
+        print(f"| ratio homeostat / Prometheus | {ratio} | | {hh / ph:.2f} | |")
     finally:
         stop_all(procs)
         shutil.rmtree(tmp, ignore_errors=True)
