@@ -16,6 +16,8 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use serde::ser::{SerializeMap, SerializeTuple};
+use serde::{Serialize, Serializer};
 use serde_json::{json, Value};
 
 use super::api::ApiError;
@@ -144,32 +146,95 @@ fn labels_json(l: &Labels) -> BTreeMap<&str, &str> {
     l.iter().map(|x| (&*x.name, &*x.value)).collect()
 }
 
-fn ts_json(t: i64) -> Value {
-    // Prometheus writes seconds with millisecond precision as a JSON number.
-    serde_json::Number::from_f64(t as f64 / 1000.0)
-        .map(Value::Number)
-        .unwrap_or(Value::Null)
+/// Seconds with millisecond precision, as the JSON number Prometheus writes.
+fn ts_secs(t: i64) -> f64 {
+    t as f64 / 1000.0
 }
 
-fn point(t: i64, v: f64) -> Value {
-    json!([ts_json(t), format_float(v)])
+/// `[<unix seconds>, "<value>"]`.
+struct Point(i64, f64);
+
+impl Serialize for Point {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_tuple(2)?;
+        seq.serialize_element(&ts_secs(self.0))?;
+        seq.serialize_element(&format_float(self.1))?;
+        seq.end()
+    }
 }
 
-pub fn value_json(v: &QueryValue) -> Value {
-    match v {
-        QueryValue::Scalar { t, v } => json!({"resultType": "scalar", "result": point(*t, *v)}),
-        QueryValue::String { t, v } => json!({"resultType": "string", "result": [ts_json(*t), v]}),
-        QueryValue::Vector(samples) => json!({
-            "resultType": "vector",
-            "result": samples.iter().map(|s| json!({"metric": labels_json(&s.labels), "value": point(s.t, s.v)})).collect::<Vec<_>>(),
-        }),
-        QueryValue::Matrix(series) => json!({
-            "resultType": "matrix",
-            "result": series.iter().map(|s| json!({
-                "metric": labels_json(&s.labels),
-                "values": s.samples.iter().map(|(t, v)| point(*t, *v)).collect::<Vec<_>>(),
-            })).collect::<Vec<_>>(),
-        }),
+/// A label set as a JSON object, written straight from the store's labels.
+struct LabelsObj<'a>(&'a Labels);
+
+impl Serialize for LabelsObj<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for l in self.0.iter() {
+            map.serialize_entry(&*l.name, &*l.value)?;
+        }
+        map.end()
+    }
+}
+
+/// Points of one series as a JSON array, without collecting them first.
+struct Points<'a>(&'a [(i64, f64)]);
+
+impl Serialize for Points<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|&(t, v)| Point(t, v)))
+    }
+}
+
+/// A query result in Prometheus's `data` shape, serialised directly: large
+/// results never become an intermediate JSON tree.
+pub struct QueryData<'a>(pub &'a QueryValue);
+
+impl Serialize for QueryData<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct VectorItem<'a> {
+            metric: LabelsObj<'a>,
+            value: Point,
+        }
+        #[derive(Serialize)]
+        struct MatrixItem<'a> {
+            metric: LabelsObj<'a>,
+            values: Points<'a>,
+        }
+        let mut map = s.serialize_map(Some(2))?;
+        match self.0 {
+            QueryValue::Scalar { t, v } => {
+                map.serialize_entry("resultType", "scalar")?;
+                map.serialize_entry("result", &Point(*t, *v))?;
+            }
+            QueryValue::String { t, v } => {
+                map.serialize_entry("resultType", "string")?;
+                map.serialize_entry("result", &(ts_secs(*t), v))?;
+            }
+            QueryValue::Vector(samples) => {
+                map.serialize_entry("resultType", "vector")?;
+                let items: Vec<VectorItem<'_>> = samples
+                    .iter()
+                    .map(|x| VectorItem {
+                        metric: LabelsObj(&x.labels),
+                        value: Point(x.t, x.v),
+                    })
+                    .collect();
+                map.serialize_entry("result", &items)?;
+            }
+            QueryValue::Matrix(series) => {
+                map.serialize_entry("resultType", "matrix")?;
+                let items: Vec<MatrixItem<'_>> = series
+                    .iter()
+                    .map(|x| MatrixItem {
+                        metric: LabelsObj(&x.labels),
+                        values: Points(&x.samples),
+                    })
+                    .collect();
+                map.serialize_entry("result", &items)?;
+            }
+        }
+        map.end()
     }
 }
 
@@ -187,6 +252,23 @@ impl From<QueryError> for ApiError {
             message: e.to_string(),
         }
     }
+}
+
+/// The success envelope around a query result.
+fn respond_query(out: &QueryOutput) -> Response {
+    #[derive(Serialize)]
+    struct Body<'a> {
+        status: &'static str,
+        data: QueryData<'a>,
+        #[serde(skip_serializing_if = "<[String]>::is_empty")]
+        warnings: &'a [String],
+    }
+    Json(Body {
+        status: "success",
+        data: QueryData(&out.value),
+        warnings: &out.warnings,
+    })
+    .into_response()
 }
 
 fn respond(data: Value, warnings: &[String]) -> Response {
@@ -247,7 +329,7 @@ where
         Err(e) => Err(e),
     };
     match result {
-        Ok(out) => respond(value_json(&out.value), &out.warnings),
+        Ok(out) => respond_query(&out),
         Err(e) => e.into_response(),
     }
 }
