@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, UNIX_EPOCH};
 
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -42,6 +42,22 @@ pub fn router() -> Router<AppState> {
 
 /// Query-string and form parameters together, repeated keys kept.
 struct Params(Vec<(String, String)>);
+
+/// Extracts query-string and form parameters in one go, so every handler
+/// reads them the same way. The body limit layer bounds what is read.
+impl<S: Send + Sync> axum::extract::FromRequest<S> for Params {
+    type Rejection = Response;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        let (parts, body) = req.into_parts();
+        let raw = parts.uri.query().map(str::to_string);
+        let req = axum::extract::Request::from_parts(parts.clone(), body);
+        let body = Bytes::from_request(req, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(Params::new(&parts.method, &parts.headers, raw, &body))
+    }
+}
 
 impl Params {
     fn new(method: &Method, headers: &HeaderMap, raw: Option<String>, body: &Bytes) -> Params {
@@ -334,14 +350,7 @@ where
     }
 }
 
-async fn query(
-    State(s): State<AppState>,
-    method: Method,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-    body: Bytes,
-) -> Response {
-    let p = Params::new(&method, &headers, raw, &body);
+async fn query(State(s): State<AppState>, p: Params) -> Response {
     let prepared = (|| {
         let q = query_param(&p)?;
         let ts = time_param(&p, "time", now_ms())?;
@@ -352,14 +361,7 @@ async fn query(
     evaluate(prepared).await
 }
 
-async fn query_range(
-    State(s): State<AppState>,
-    method: Method,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-    body: Bytes,
-) -> Response {
-    let p = Params::new(&method, &headers, raw, &body);
+async fn query_range(State(s): State<AppState>, p: Params) -> Response {
     let prepared = (|| {
         let q = query_param(&p)?;
         let start = required_time(&p, "start")?;
@@ -403,14 +405,7 @@ fn match_sets(p: &Params, required: bool) -> Result<Vec<Vec<Matcher>>, ApiError>
 const MIN_TIME: i64 = i64::MIN / 2;
 const MAX_TIME: i64 = i64::MAX / 2;
 
-async fn series(
-    State(s): State<AppState>,
-    method: Method,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-    body: Bytes,
-) -> Response {
-    let p = Params::new(&method, &headers, raw, &body);
+async fn series(State(s): State<AppState>, p: Params) -> Response {
     let r = (|| {
         let sets = match_sets(&p, true)?;
         let start = time_param(&p, "start", MIN_TIME)?;
@@ -434,14 +429,7 @@ async fn series(
     }
 }
 
-async fn labels(
-    State(s): State<AppState>,
-    method: Method,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-    body: Bytes,
-) -> Response {
-    let p = Params::new(&method, &headers, raw, &body);
+async fn labels(State(s): State<AppState>, p: Params) -> Response {
     match match_sets(&p, false) {
         Ok(sets) => {
             let mut names: Vec<String> = if sets.is_empty() {
@@ -457,14 +445,7 @@ async fn labels(
     }
 }
 
-async fn label_values(
-    State(s): State<AppState>,
-    Path(name): Path<String>,
-    method: Method,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-) -> Response {
-    let p = Params::new(&method, &headers, raw, &Bytes::new());
+async fn label_values(State(s): State<AppState>, Path(name): Path<String>, p: Params) -> Response {
     if !crate::collect::relabel::valid_label_name(&name) {
         return ApiError::bad_data(format!("invalid label name: {name:?}")).into_response();
     }
@@ -485,8 +466,7 @@ async fn label_values(
     }
 }
 
-async fn metadata(State(s): State<AppState>, RawQuery(raw): RawQuery) -> Response {
-    let p = Params::new(&Method::GET, &HeaderMap::new(), raw, &Bytes::new());
+async fn metadata(State(s): State<AppState>, p: Params) -> Response {
     let limit: Option<usize> = p
         .get("limit")
         .and_then(|l| l.parse::<i64>().ok())
