@@ -18,7 +18,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::collect::{now_ms, ScrapeManager};
 use crate::config::{Config, ConfigError, LoadedConfig};
+use crate::notify::AlertmanagerSender;
 use crate::query::Engine;
+use crate::rules::file::GroupSpec;
+use crate::rules::{RuleManager, RuleSettings};
 use crate::state::{ReloadRecord, StateDb, StateError};
 use crate::store::Store;
 use crate::telemetry::Telemetry;
@@ -40,6 +43,8 @@ pub enum DaemonError {
     Config(#[from] ConfigError),
     #[error("{0}")]
     State(#[from] StateError),
+    #[error("{0}")]
+    Rules(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: String,
@@ -83,6 +88,35 @@ impl RunOptions {
     }
 }
 
+/// Reads every rule file the config lists; all errors together.
+pub fn load_rules(loaded: &LoadedConfig) -> Result<Vec<GroupSpec>, String> {
+    let files =
+        crate::rules::file::expand_globs(&loaded.config.rule_files, &loaded.source.base_dir())?;
+    crate::rules::file::load_files(&files).map_err(|errs| {
+        errs.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+}
+
+fn rule_settings(cfg: &Config, engine: &Engine) -> RuleSettings {
+    RuleSettings {
+        engine: engine.clone(),
+        default_interval: cfg.global.evaluation_interval.0,
+        external_labels: cfg
+            .global
+            .external_labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        external_url: cfg.web.external_url(),
+        resend_delay: cfg.rules.resend_delay.0,
+        evaluate_after_scrape: cfg.rules.evaluate_after_scrape,
+        outage_tolerance: cfg.rules.outage_tolerance.0,
+    }
+}
+
 /// A reload asked for by `trigger` (`sighup`, `api`), with where to answer.
 pub type ReloadRequest = (String, oneshot::Sender<Result<(), String>>);
 
@@ -115,6 +149,7 @@ pub struct Daemon {
     pub addr: SocketAddr,
     pub store: Arc<Store>,
     pub reload: ReloadHandle,
+    pub rules: RuleManager,
     shutdown: CancellationToken,
     http_stop: CancellationToken,
     tracker: TaskTracker,
@@ -129,9 +164,10 @@ impl Daemon {
         let cfg = &loaded.config;
         tracing::info!(source = %loaded.source.name(), jobs = cfg.scrape_configs.len(), "config loaded");
 
+        let groups = load_rules(&loaded).map_err(DaemonError::Rules)?;
         let state = StateDb::open(&loaded.resolve_path(&cfg.state.path)).await?;
         let store = Arc::new(Store::new(cfg.storage.store_config()));
-        let telemetry = Arc::new(Telemetry::new(store.clone()));
+        let mut telemetry = Telemetry::new(store.clone());
         telemetry.config.last_reload_successful.set(1);
         telemetry
             .config
@@ -155,6 +191,29 @@ impl Daemon {
         spawn_retention(&tracker, &shutdown, store.clone(), retention.clone());
 
         let engine = Arc::new(RwLock::new(Engine::new(cfg.query.engine_options())));
+
+        let sender = AlertmanagerSender::new(&mut telemetry.registry);
+        sender.apply(&cfg.alerting);
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("homeostat/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| DaemonError::Serve(std::io::Error::other(e.to_string())))?;
+        tracker.spawn(sender.clone().run(client, shutdown.clone()));
+        let settings = rule_settings(cfg, &engine.read());
+        let rules = RuleManager::new(
+            store.clone(),
+            state.clone(),
+            sender.clone(),
+            &mut telemetry.registry,
+            settings.clone(),
+            tracker.clone(),
+            shutdown.clone(),
+        )
+        .await;
+        rules.watch_scrapes(scrape.subscribe());
+        rules.apply(groups, settings).await;
+        let telemetry = Arc::new(telemetry);
         let (reload, reload_rx) = ReloadHandle::channel();
         let ready = Arc::new(AtomicBool::new(false));
         let app = web::router(
@@ -162,6 +221,7 @@ impl Daemon {
                 store: store.clone(),
                 engine: engine.clone(),
                 targets: scrape.registry.clone(),
+                rules: rules.clone(),
                 telemetry: telemetry.clone(),
                 reload: reload.clone(),
                 ready: ready.clone(),
@@ -192,6 +252,8 @@ impl Daemon {
             retention,
             store: store.clone(),
             engine,
+            rules: rules.clone(),
+            sender,
         };
         tracker.spawn(reloader.run(reload_rx, shutdown.clone()));
 
@@ -201,6 +263,7 @@ impl Daemon {
             addr,
             store,
             reload,
+            rules,
             shutdown,
             http_stop,
             tracker,
@@ -301,6 +364,8 @@ struct Reloader {
     retention: Arc<Mutex<Duration>>,
     store: Arc<Store>,
     engine: Arc<RwLock<Engine>>,
+    rules: RuleManager,
+    sender: AlertmanagerSender,
 }
 
 impl Reloader {
@@ -316,14 +381,19 @@ impl Reloader {
     }
 
     async fn reload(&mut self, trigger: &str) -> Result<(), String> {
-        let loaded = match self.opts.load() {
+        let loaded = self
+            .opts
+            .load()
+            .map_err(|e| e.to_string())
+            .and_then(|l| load_rules(&l).map(|g| (l, g)));
+        let (loaded, groups) = match loaded {
             Ok(l) => l,
             Err(e) => {
                 // Keep running on the old config; say so everywhere an
                 // engineer might look.
                 self.telemetry.config.last_reload_successful.set(0);
-                tracing::error!(trigger, error = %e, "config reload failed; keeping the running config");
-                let msg = e.to_string();
+                tracing::error!(trigger, error = %e, "config reload failed; keeping the running config and rules");
+                let msg = e;
                 record(&self.state, &self.current, trigger, Some(msg.clone())).await;
                 return Err(msg);
             }
@@ -343,6 +413,12 @@ impl Reloader {
         self.scrape
             .apply(new.scrape_configs.clone(), loaded.source.base_dir())
             .await;
+        self.sender.apply(&new.alerting);
+        let settings = {
+            let engine = self.engine.read();
+            rule_settings(new, &engine)
+        };
+        self.rules.apply(groups, settings).await;
         self.current = loaded;
         self.telemetry.config.last_reload_successful.set(1);
         self.telemetry

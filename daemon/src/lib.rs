@@ -5,7 +5,8 @@
 //! The crate follows the data flow in DESIGN.md, one module per stage:
 //!
 //! ```text
-//! collect ──► store ──► query ──► (rules ──► alerts ──► notify / playbooks ──► act)
+//! collect ──► store ──► query ──► rules ──► alerts ──► notify (Alertmanager)
+//!                                           └──► (playbooks ──► act: later)
 //!                 web: reads every stage · state: the durable record · daemon: wiring
 //! ```
 //!
@@ -15,7 +16,9 @@
 pub mod collect;
 pub mod config;
 pub mod daemon;
+pub mod notify;
 pub mod query;
+pub mod rules;
 pub mod state;
 pub mod store;
 pub mod telemetry;

@@ -52,6 +52,9 @@ enum Command {
     /// Validate files without starting anything; exits 1 if any is invalid.
     #[command(subcommand)]
     Check(CheckCommand),
+    /// Run rule unit tests.
+    #[command(subcommand)]
+    Test(TestCommand),
     /// Print version, git revision and compiler.
     Version,
     /// Run Prometheus promqltest files (load / clear / eval instant at /
@@ -89,6 +92,44 @@ enum CheckCommand {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Check Prometheus rule files like `promtool check rules`: YAML
+    /// structure, PromQL, label and annotation templates, and the
+    /// duplicate-rule lint. Errors name the file, line and column.
+    ///
+    /// Exit status: 0 when all files are valid (lint findings are printed
+    /// but do not fail unless --lint-fatal), 1 when any file has errors, 3
+    /// when only lint findings were made fatal.
+    Rules(CheckRulesArgs),
+}
+
+#[derive(Args)]
+struct CheckRulesArgs {
+    /// Rule files to check.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Linting checks to apply: `duplicate-rules` (same name and labels
+    /// twice), `all`, or `none`.
+    #[arg(long, default_value = "duplicate-rules", value_parser = ["all", "duplicate-rules", "none"])]
+    lint: String,
+    /// Make lint findings fail with exit status 3.
+    #[arg(long = "lint-fatal")]
+    lint_fatal: bool,
+}
+
+#[derive(Subcommand)]
+enum TestCommand {
+    /// Run promtool-format rule unit tests (`rule_files`,
+    /// `evaluation_interval`, `tests` with `input_series`,
+    /// `alert_rule_test` and `promql_expr_test`) with homeostat's own rule
+    /// evaluation. Prints `Unit Testing:  FILE` then SUCCESS or FAILED with
+    /// the differences, like `promtool test rules`.
+    ///
+    /// Exit status: 0 when every test passed, 1 otherwise.
+    Rules {
+        /// Test files, e.g. rules/*.test.yml
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 fn init_logging(log: &LogArgs) {
@@ -119,20 +160,42 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::PromqlTest { files } => promql_test(&files),
+        Command::Check(CheckCommand::Rules(args)) => check_rules(&args),
+        Command::Test(TestCommand::Rules { files }) => test_rules(&files),
         Command::Check(CheckCommand::Config { files }) => {
             let mut failed = false;
             for f in &files {
                 match Config::load_file(f) {
-                    Ok(c) => println!(
-                        "SUCCESS: {} is valid ({} scrape job{})",
-                        f.display(),
-                        c.config.scrape_configs.len(),
-                        if c.config.scrape_configs.len() == 1 {
-                            ""
-                        } else {
-                            "s"
+                    Ok(c) => {
+                        // Like `promtool check config`, the rule files the
+                        // config lists are checked too.
+                        let rules = homeostat::rules::file::expand_globs(
+                            &c.config.rule_files,
+                            &c.source.base_dir(),
+                        )
+                        .map_err(|e| vec![e])
+                        .and_then(|files| {
+                            homeostat::rules::file::load_files(&files)
+                                .map_err(|es| es.iter().map(ToString::to_string).collect())
+                        });
+                        match rules {
+                            Ok(groups) => println!(
+                                "SUCCESS: {} is valid ({} scrape job{}, {} rule group{})",
+                                f.display(),
+                                c.config.scrape_configs.len(),
+                                plural(c.config.scrape_configs.len()),
+                                groups.len(),
+                                plural(groups.len()),
+                            ),
+                            Err(errs) => {
+                                failed = true;
+                                println!("FAILED: {}: rule files:", f.display());
+                                for e in errs {
+                                    println!("  {e}");
+                                }
+                            }
                         }
-                    ),
+                    }
                     Err(e) => {
                         failed = true;
                         println!("FAILED: {e}");
@@ -167,6 +230,90 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+/// `promtool check rules`, output and exit codes included.
+fn check_rules(args: &CheckRulesArgs) -> ExitCode {
+    use homeostat::rules::file;
+    let lint = args.lint != "none";
+    let (mut failed, mut has_errors) = (false, false);
+    for f in &args.files {
+        println!("Checking {}", f.display());
+        match file::parse_file(f) {
+            Ok(groups) => {
+                let dups = if lint {
+                    file::duplicates(&groups)
+                } else {
+                    Vec::new()
+                };
+                if dups.is_empty() {
+                    let n: usize = groups.iter().map(|g| g.rules.len()).sum();
+                    println!("  SUCCESS: {n} rules found");
+                } else {
+                    failed = true;
+                    eprintln!("  FAILED:");
+                    let mut msg = format!("lint error {} duplicate rule(s) found.\n", dups.len());
+                    for d in &dups {
+                        msg.push_str(&format!("Metric: {}\nLabel(s):\n", d.metric));
+                        for (k, v) in &d.labels {
+                            msg.push_str(&format!("\t{k}: {v}\n"));
+                        }
+                    }
+                    msg.push_str("Might cause inconsistency while recording expressions");
+                    eprintln!("{msg}");
+                }
+            }
+            Err(e) => {
+                failed = true;
+                has_errors = true;
+                eprintln!("  FAILED:");
+                eprintln!("{e}");
+            }
+        }
+        println!();
+    }
+    if failed && has_errors {
+        ExitCode::from(1)
+    } else if failed && args.lint_fatal {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// `promtool test rules`, output and exit codes included.
+fn test_rules(files: &[PathBuf]) -> ExitCode {
+    let mut failed = false;
+    for f in files {
+        println!("Unit Testing:  {}", f.display());
+        let report = homeostat::rules::unittest::run_file(f);
+        if report.passed() {
+            println!("  SUCCESS");
+        } else {
+            failed = true;
+            eprintln!("  FAILED:");
+            // promtool's exact split: errors on stderr, the blank line
+            // after each on stdout.
+            for e in &report.errors {
+                eprintln!("{e}");
+                println!();
+            }
+        }
+        println!();
+    }
+    if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

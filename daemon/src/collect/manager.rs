@@ -91,6 +91,7 @@ enum Msg {
 pub struct ScrapeManager {
     tx: mpsc::Sender<Msg>,
     pub registry: TargetRegistry,
+    events: tokio::sync::broadcast::Sender<super::ScrapeEvent>,
 }
 
 struct LoopHandle {
@@ -118,6 +119,7 @@ struct Job {
 
 struct Actor {
     store: Arc<Store>,
+    events: tokio::sync::broadcast::Sender<super::ScrapeEvent>,
     metrics: ScrapeMetrics,
     registry: TargetRegistry,
     jobs: HashMap<String, Job>,
@@ -146,8 +148,12 @@ impl ScrapeManager {
     ) -> Self {
         let (tx, mut rx) = mpsc::channel(64);
         let registry = TargetRegistry::default();
+        // Sized for a round of every target at once; a slow reader only
+        // loses early evaluations, never data.
+        let (events, _) = tokio::sync::broadcast::channel(1024);
         let mut actor = Actor {
             store,
+            events: events.clone(),
             metrics,
             registry: registry.clone(),
             jobs: HashMap::new(),
@@ -168,7 +174,16 @@ impl ScrapeManager {
             }
             actor.stop_all(StopReason::Shutdown);
         });
-        ScrapeManager { tx, registry }
+        ScrapeManager {
+            tx,
+            registry,
+            events,
+        }
+    }
+
+    /// Announcements of finished scrape rounds.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<super::ScrapeEvent> {
+        self.events.subscribe()
     }
 
     /// Applies a (validated) set of jobs and waits until loops are in place.
@@ -189,7 +204,7 @@ impl ScrapeManager {
     }
 }
 
-fn stable_hash(s: &str) -> u64 {
+pub(crate) fn stable_hash(s: &str) -> u64 {
     let mut h = rustc_hash::FxHasher::default();
     s.hash(&mut h);
     h.finish()
@@ -445,7 +460,7 @@ impl Actor {
             let offset = Duration::from_millis(
                 stable_hash(&spec.key) % (interval.as_millis().max(1) as u64),
             );
-            let sl = ScrapeLoop::new(
+            let mut sl = ScrapeLoop::new(
                 collector,
                 self.store.clone(),
                 shaping,
@@ -456,6 +471,7 @@ impl Actor {
                 health,
                 self.metrics.clone(),
             );
+            sl.events = Some(self.events.clone());
             let stop = self.shutdown.child_token();
             let reason = Arc::new(Mutex::new(StopReason::Shutdown));
             self.tracker.spawn(sl.run(stop.clone(), reason.clone()));

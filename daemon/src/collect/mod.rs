@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::store::{stale_nan, AppendError, Labels, SeriesRef, Store};
@@ -125,7 +125,38 @@ struct CacheEntry {
 #[derive(Default)]
 pub struct SeriesCache {
     entries: FxHashMap<Box<[u8]>, CacheEntry>,
+    /// Metric names this target has written (a superset: names of series
+    /// that went away stay until the cache is cleared). Rules use it to
+    /// know which scrapes can change their result.
+    names: FxHashSet<Arc<str>>,
+    names_changed: bool,
 }
+
+impl SeriesCache {
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.names.clear();
+        self.names_changed = true;
+    }
+}
+
+/// Sent after every scrape round, so stages that read what scrapes write
+/// (rule evaluation) can react at once instead of on their own timer.
+#[derive(Clone, Debug)]
+pub struct ScrapeEvent {
+    pub job: Arc<str>,
+    /// Metric names the target's last rounds wrote, synthetic series included.
+    pub names: Arc<FxHashSet<Arc<str>>>,
+}
+
+/// Names of the series every scrape writes besides the target's own.
+pub const SYNTHETIC_NAMES: [&str; 5] = [
+    "up",
+    "scrape_duration_seconds",
+    "scrape_samples_scraped",
+    "scrape_samples_post_metric_relabeling",
+    "scrape_series_added",
+];
 
 struct Pending {
     series: SeriesRef,
@@ -188,6 +219,12 @@ impl ScrapeBatch<'_> {
                     Some(l) => match self.store.get_or_create(&l) {
                         Ok(r) => {
                             self.added += 1;
+                            if let Some(n) = l.metric_name() {
+                                if !self.cache.names.contains(n) {
+                                    self.cache.names.insert(Arc::from(n));
+                                    self.cache.names_changed = true;
+                                }
+                            }
                             Some(r)
                         }
                         Err(AppendError::SeriesLimit { .. }) => {
@@ -333,6 +370,9 @@ pub struct ScrapeLoop<C: Collector> {
     pub health: Arc<Mutex<TargetHealth>>,
     pub metrics: ScrapeMetrics,
     pub job: String,
+    /// Where to announce finished rounds; `None` when nobody listens.
+    pub events: Option<tokio::sync::broadcast::Sender<ScrapeEvent>>,
+    event_names: Arc<FxHashSet<Arc<str>>>,
     cache: SeriesCache,
     pending: Vec<Pending>,
     synthetic: FxHashMap<&'static str, SeriesRef>,
@@ -363,6 +403,8 @@ impl<C: Collector> ScrapeLoop<C> {
             health,
             metrics,
             job,
+            events: None,
+            event_names: Arc::default(),
             cache: SeriesCache::default(),
             pending: Vec::new(),
             synthetic: FxHashMap::default(),
@@ -502,7 +544,23 @@ impl<C: Collector> ScrapeLoop<C> {
         if let Err(e) = &result {
             tracing::debug!(job = %self.job, error = %e, "scrape failed");
         }
+        self.announce();
         result.map(|()| report)
+    }
+
+    fn announce(&mut self) {
+        let Some(tx) = &self.events else { return };
+        if self.cache.names_changed || self.event_names.is_empty() {
+            let mut names = self.cache.names.clone();
+            names.extend(SYNTHETIC_NAMES.iter().map(|n| Arc::from(*n)));
+            self.event_names = Arc::new(names);
+            self.cache.names_changed = false;
+        }
+        // No receiver is fine: nothing evaluates on scrapes right now.
+        let _ = tx.send(ScrapeEvent {
+            job: Arc::from(self.job.as_str()),
+            names: self.event_names.clone(),
+        });
     }
 
     fn stale_unseen(&mut self, ts: i64) {
@@ -527,7 +585,7 @@ impl<C: Collector> ScrapeLoop<C> {
                 let _ = self.store.append(r, ts, stale_nan());
             }
         }
-        self.cache.entries.clear();
+        self.cache.clear();
     }
 
     fn mark_all_stale(&mut self, ts: i64) {

@@ -13,6 +13,8 @@ use saphyr_parser::{Event, Parser};
 pub struct LineIndex {
     /// Path segments joined with '.', sequence items by their index.
     positions: HashMap<String, (usize, usize)>,
+    /// Where the value of a field starts (for a key, the node after it).
+    values: HashMap<String, (usize, usize)>,
 }
 
 enum Frame {
@@ -25,6 +27,7 @@ impl LineIndex {
     /// serde pass reports the syntax error with its own position).
     pub fn build(text: &str) -> Self {
         let mut positions = HashMap::new();
+        let mut values = HashMap::new();
         let mut stack: Vec<Frame> = Vec::new();
         let mut parser = Parser::new_from_str(text);
         while let Some(Ok((event, span))) = parser.next_event() {
@@ -51,16 +54,19 @@ impl LineIndex {
                             *key = Some(value.into_owned());
                         }
                     } else if let Some(p) = node_path(&mut stack) {
+                        values.entry(p.clone()).or_insert(pos);
                         positions.entry(p).or_insert(pos);
                     }
                 }
                 Event::MappingStart(..) => {
                     let p = node_path(&mut stack).unwrap_or_default();
+                    values.entry(p.clone()).or_insert(pos);
                     positions.entry(p.clone()).or_insert(pos);
                     stack.push(Frame::Map { path: p, key: None });
                 }
                 Event::SequenceStart(..) => {
                     let p = node_path(&mut stack).unwrap_or_default();
+                    values.entry(p.clone()).or_insert(pos);
                     positions.entry(p.clone()).or_insert(pos);
                     stack.push(Frame::Seq { path: p, next: 0 });
                 }
@@ -73,7 +79,13 @@ impl LineIndex {
                 _ => {}
             }
         }
-        LineIndex { positions }
+        LineIndex { positions, values }
+    }
+
+    /// Where the value of the field at `path` starts, as Prometheus's rule
+    /// errors report it (`expr: 'x +'` → the position of `'x +'`).
+    pub fn locate_value(&self, path: &str) -> Option<(usize, usize)> {
+        self.values.get(path).copied().or_else(|| self.locate(path))
     }
 
     /// The position of the deepest known prefix of `path`, so an error about a

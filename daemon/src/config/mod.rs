@@ -9,7 +9,7 @@
 //! next. This module never starts anything; reload decisions live in the daemon.
 
 mod env;
-mod locate;
+pub mod locate;
 pub mod units;
 
 use std::collections::BTreeMap;
@@ -21,7 +21,9 @@ use serde::Deserialize;
 pub use units::{ByteSize, PromDuration};
 
 use crate::collect::prometheus::ScrapeConfig;
+use crate::notify::AlertingConfig;
 use crate::query::QueryConfig;
+use crate::rules::RulesConfig;
 use crate::state::StateConfig;
 use crate::store::StorageConfig;
 use crate::web::WebConfig;
@@ -46,6 +48,12 @@ pub struct Config {
     pub state: StateConfig,
     /// Prometheus-format scrape jobs, written as in `prometheus.yml`.
     pub scrape_configs: Vec<ScrapeConfig>,
+    /// Prometheus rule files (globs; relative to this file), loaded unchanged.
+    pub rule_files: Vec<String>,
+    /// How rules are evaluated.
+    pub rules: RulesConfig,
+    /// Alertmanagers to deliver alerts to, written as in `prometheus.yml`.
+    pub alerting: AlertingConfig,
 }
 
 /// Settings every job inherits unless it sets its own.
@@ -56,7 +64,11 @@ pub struct GlobalConfig {
     pub scrape_interval: PromDuration,
     /// Per-scrape timeout (default 10s, or the interval when that is shorter).
     pub scrape_timeout: Option<PromDuration>,
-    /// Labels added to every alert and outgoing series (used by later stages).
+    /// How often rule groups are evaluated unless a group sets its own
+    /// `interval` (default 1m, as in Prometheus).
+    pub evaluation_interval: PromDuration,
+    /// Labels added to alerts sent out (never overriding the alert's own)
+    /// and available to templates as `$externalLabels`.
     pub external_labels: BTreeMap<String, String>,
 }
 
@@ -73,6 +85,7 @@ impl Default for GlobalConfig {
         GlobalConfig {
             scrape_interval: PromDuration::from_secs(15),
             scrape_timeout: None,
+            evaluation_interval: PromDuration::from_secs(60),
             external_labels: BTreeMap::new(),
         }
     }
@@ -240,41 +253,8 @@ impl Config {
         };
         let text = env::interpolate(raw, lookup).map_err(fail)?;
         let index = locate::LineIndex::build(&text);
-        let mut issues = Vec::new();
 
-        // path_to_error must be the outer wrapper: inside serde_ignored it
-        // loses the field segment of errors raised by custom types.
-        let mut unknown = Vec::new();
-        let mut on_unknown = |p: serde_ignored::Path<'_>| unknown.push(path_string(&p));
-        let de = serde_ignored::Deserializer::new(
-            serde_norway::Deserializer::from_str(&text),
-            &mut on_unknown,
-        );
-        let mut track = serde_path_to_error::Track::new();
-        let parsed: Result<Config, _> =
-            serde::Deserialize::deserialize(serde_path_to_error::Deserializer::new(de, &mut track));
-        for p in unknown {
-            let field = p.rsplit('.').next().unwrap_or(&p).to_string();
-            issues.push(ConfigIssue::at_path(p, format!("unknown field {field:?}")));
-        }
-        let mut config = match parsed {
-            Ok(c) => Some(c),
-            Err(e) => {
-                let path = tracked_path(&track.path());
-                // serde_norway points at the enclosing mapping; the index
-                // knows where the offending field itself is.
-                let pos = index
-                    .locate(&path)
-                    .or_else(|| e.location().map(|l| (l.line(), l.column())));
-                issues.push(ConfigIssue {
-                    path: (!path.is_empty()).then_some(path),
-                    line: pos.map(|p| p.0),
-                    column: pos.map(|p| p.1),
-                    message: bare_message(&e.to_string()),
-                });
-                None
-            }
-        };
+        let (mut config, mut issues) = parse_tracked::<Config>(&text, &index);
 
         if let Some(c) = config.as_mut() {
             c.resolve_defaults();
@@ -328,6 +308,19 @@ impl Config {
                 );
             }
         }
+        if self.global.evaluation_interval.0.is_zero() {
+            v.error("global.evaluation_interval", "must be greater than 0");
+        }
+        self.rules.validate("rules", v);
+        self.alerting.validate("alerting", v);
+        for (i, f) in self.rule_files.iter().enumerate() {
+            if let Err(e) = glob::Pattern::new(f) {
+                v.error(
+                    format!("rule_files.{i}"),
+                    format!("{f:?} is not a valid glob: {e}"),
+                );
+            }
+        }
         self.web.validate("web", v);
         self.storage.validate("storage", v);
         self.query.validate("query", v);
@@ -347,6 +340,58 @@ impl Config {
             job.validate(&path, v);
         }
     }
+}
+
+/// Deserializes a YAML document, collecting every unknown key and the first
+/// type error as issues with their field path and position. Shared by the
+/// config and rule files, which report problems the same way.
+pub fn parse_tracked<T: serde::de::DeserializeOwned>(
+    text: &str,
+    index: &locate::LineIndex,
+) -> (Option<T>, Vec<ConfigIssue>) {
+    let mut issues = Vec::new();
+    // path_to_error must be the outer wrapper: inside serde_ignored it
+    // loses the field segment of errors raised by custom types.
+    let mut unknown = Vec::new();
+    let mut on_unknown = |p: serde_ignored::Path<'_>| unknown.push(path_string(&p));
+    let de = serde_ignored::Deserializer::new(
+        serde_norway::Deserializer::from_str(text),
+        &mut on_unknown,
+    );
+    let mut track = serde_path_to_error::Track::new();
+    let parsed: Result<T, _> =
+        serde::Deserialize::deserialize(serde_path_to_error::Deserializer::new(de, &mut track));
+    for p in unknown {
+        let field = p.rsplit('.').next().unwrap_or(&p).to_string();
+        issues.push(ConfigIssue::at_path(p, format!("unknown field {field:?}")));
+    }
+    let value = match parsed {
+        Ok(c) => Some(c),
+        Err(e) => {
+            let path = tracked_path(&track.path());
+            // serde_norway points at the enclosing mapping; the index
+            // knows where the offending field itself is.
+            let pos = index
+                .locate(&path)
+                .or_else(|| e.location().map(|l| (l.line(), l.column())));
+            issues.push(ConfigIssue {
+                path: (!path.is_empty()).then_some(path),
+                line: pos.map(|p| p.0),
+                column: pos.map(|p| p.1),
+                message: bare_message(&e.to_string()),
+            });
+            None
+        }
+    };
+    for i in &mut issues {
+        if i.line.is_none() {
+            if let Some((l, c)) = i.path.as_deref().and_then(|p| index.locate(p)) {
+                i.line = Some(l);
+                i.column = Some(c);
+            }
+        }
+    }
+    (value, issues)
 }
 
 /// serde_norway's message without its own path prefix and position suffix,

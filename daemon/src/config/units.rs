@@ -107,10 +107,25 @@ impl fmt::Display for PromDuration {
 
 impl<'de> Deserialize<'de> for PromDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        parse_duration(&s)
-            .map(PromDuration)
-            .map_err(serde::de::Error::custom)
+        // YAML reads `0` (as promtool test files write `eval_time: 0`) as
+        // a number; Prometheus's own decoder accepts it as the string "0".
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = PromDuration;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration such as 30s, 5m or 1h30m")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<PromDuration, E> {
+                parse_duration(s).map(PromDuration).map_err(E::custom)
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<PromDuration, E> {
+                self.visit_str(&n.to_string())
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<PromDuration, E> {
+                self.visit_str(&n.to_string())
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 

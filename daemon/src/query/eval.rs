@@ -1658,7 +1658,7 @@ fn call_is_step_invariant(name: &str, args: &[&Expr]) -> bool {
 /// Labels as Go's `labels.Labels.String()` prints them in Prometheus's
 /// error messages: `{__name__="x", a="b"}`, values quoted like
 /// `strconv.Quote`.
-fn go_labels(l: &Labels) -> String {
+pub(crate) fn go_labels(l: &Labels) -> String {
     let mut out = String::from("{");
     for (i, x) in l.iter().enumerate() {
         if i > 0 {

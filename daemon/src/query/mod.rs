@@ -25,6 +25,7 @@ use std::sync::Once;
 use std::time::Duration;
 
 pub use config::QueryConfig;
+pub(crate) use eval::go_labels;
 
 use crate::store::{Labels, Matcher, SeriesSamples, Store};
 
@@ -170,6 +171,61 @@ pub(crate) fn parse(query: &str) -> Result<promql_parser::parser::Expr, QueryErr
     }
 }
 
+/// A parsed PromQL expression, kept by callers that evaluate the same
+/// expression repeatedly (rules).
+#[derive(Clone, Debug)]
+pub struct Expr {
+    ast: promql_parser::parser::Expr,
+}
+
+impl Expr {
+    pub fn parse(query: &str) -> Result<Expr, QueryError> {
+        parse(query).map(|ast| Expr { ast })
+    }
+
+    /// Prometheus's canonical rendering of the expression (used for
+    /// `generatorURL` and the rules API).
+    pub fn to_query_string(&self) -> String {
+        self.ast.to_string()
+    }
+
+    /// The metric names every selector of the expression reads, or `None`
+    /// when some selector is not pinned to one name (`{job="x"}`,
+    /// `{__name__=~"a|b"}`): then any series may matter.
+    pub fn metric_names(&self) -> Option<Vec<String>> {
+        use promql_parser::parser::Expr as E;
+        use promql_parser::util::{walk_expr, ExprVisitor};
+        struct Names(Vec<String>, bool);
+        impl ExprVisitor for Names {
+            type Error = ();
+            fn pre_visit(&mut self, e: &E) -> Result<bool, ()> {
+                let vs = match e {
+                    E::VectorSelector(vs) => vs,
+                    E::MatrixSelector(ms) => &ms.vs,
+                    _ => return Ok(true),
+                };
+                let name = vs.name.clone().or_else(|| {
+                    vs.matchers.matchers.iter().find_map(|m| {
+                        (m.name == "__name__"
+                            && matches!(m.op, promql_parser::label::MatchOp::Equal))
+                        .then(|| m.value.clone())
+                    })
+                });
+                match name {
+                    Some(n) if vs.matchers.or_matchers.is_empty() => self.0.push(n),
+                    _ => self.1 = false,
+                }
+                Ok(true)
+            }
+        }
+        let mut v = Names(Vec::new(), true);
+        let _ = walk_expr(&mut v, &self.ast);
+        v.0.sort();
+        v.0.dedup();
+        v.1.then_some(v.0)
+    }
+}
+
 /// Evaluates PromQL queries; cheap to share, holds no per-query state.
 #[derive(Clone, Debug, Default)]
 pub struct Engine {
@@ -194,6 +250,17 @@ impl Engine {
     ) -> Result<QueryOutput, QueryError> {
         let expr = parse(query)?;
         eval::instant(&self.opts, db, &expr, ts_ms)
+    }
+
+    /// Evaluates an expression parsed once with [`Expr::parse`] at `ts_ms`;
+    /// rules use this so an evaluation cycle does not re-parse.
+    pub fn instant_expr(
+        &self,
+        db: &dyn Queryable,
+        expr: &Expr,
+        ts_ms: i64,
+    ) -> Result<QueryOutput, QueryError> {
+        eval::instant(&self.opts, db, &expr.ast, ts_ms)
     }
 
     /// Evaluates `query` at every step from `start_ms` to `end_ms`; the result

@@ -420,7 +420,7 @@ fn parse_number(s: &str) -> Option<f64> {
 }
 
 /// `metric{a="b"} 1 2+3x4 _ stale` → labels and values (None = omitted).
-fn parse_series_line(line: &str) -> Result<(Labels, Vec<Option<f64>>), String> {
+pub(crate) fn parse_series_line(line: &str) -> Result<(Labels, Vec<Option<f64>>), String> {
     let (labels, rest) = parse_series_labels(line)?;
     let mut vals = Vec::new();
     for tok in rest.split_whitespace() {

@@ -50,7 +50,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn success<T: Serialize>(data: T) -> Response {
+pub(super) fn success<T: Serialize>(data: T) -> Response {
     Json(json!({"status": "success", "data": data})).into_response()
 }
 

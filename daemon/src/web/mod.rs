@@ -10,6 +10,7 @@
 
 mod api;
 mod query;
+mod rules;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,6 +31,7 @@ use crate::collect::TargetRegistry;
 use crate::config::{ByteSize, PromDuration, Validator};
 use crate::daemon::ReloadHandle;
 use crate::query::Engine;
+use crate::rules::RuleManager;
 use crate::store::Store;
 use crate::telemetry::Telemetry;
 
@@ -92,6 +94,7 @@ pub struct AppState {
     /// Replaced on reload when `query:` limits change.
     pub engine: Arc<parking_lot::RwLock<Engine>>,
     pub targets: TargetRegistry,
+    pub rules: RuleManager,
     pub telemetry: Arc<Telemetry>,
     pub reload: ReloadHandle,
     pub ready: Arc<AtomicBool>,
@@ -108,6 +111,7 @@ pub fn router(state: AppState, cfg: &WebConfig) -> Router {
         .route("/-/reload", post(reload).put(reload))
         .merge(api::router())
         .merge(query::router())
+        .merge(rules::router())
         .with_state(state)
         .layer(RequestBodyLimitLayer::new(cfg.max_request_body.0 as usize))
         .layer(TimeoutLayer::with_status_code(
@@ -124,6 +128,8 @@ async fn index(State(s): State<AppState>) -> Html<String> {
          <title>homeostat</title><h1>homeostat {}</h1>\
          <p>Targets: {up} up, {down} down, {unknown} not yet scraped. Series in memory: {}.</p>\
          <ul><li><a href='/api/v1/targets'>/api/v1/targets</a></li>\
+         <li><a href='/api/v1/alerts'>/api/v1/alerts</a></li>\
+         <li><a href='/api/v1/rules'>/api/v1/rules</a></li>\
          <li><a href='/metrics'>/metrics</a></li>\
          <li><a href='/api/v1/status/buildinfo'>/api/v1/status/buildinfo</a></li></ul>",
         env!("CARGO_PKG_VERSION"),

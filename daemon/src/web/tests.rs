@@ -10,7 +10,7 @@ use tower::ServiceExt;
 use super::*;
 use crate::store::{Store, StoreConfig};
 
-fn app(ready: bool, reload_ok: bool) -> Router {
+async fn app(ready: bool, reload_ok: bool) -> Router {
     let store = Arc::new(Store::new(StoreConfig {
         retention_ms: 3_600_000,
         max_series: 1000,
@@ -29,9 +29,33 @@ fn app(ready: bool, reload_ok: bool) -> Router {
         max_request_body: ByteSize(16),
         ..Default::default()
     };
+    let mut telemetry = Telemetry::new(store.clone());
+    let sender = crate::notify::AlertmanagerSender::new(&mut telemetry.registry);
+    let state = crate::state::StateDb::open(std::path::Path::new(":memory:"))
+        .await
+        .unwrap();
+    let rules = RuleManager::new(
+        store.clone(),
+        state,
+        sender,
+        &mut telemetry.registry,
+        crate::rules::RuleSettings {
+            engine: crate::query::Engine::default(),
+            default_interval: std::time::Duration::from_secs(60),
+            external_labels: Vec::new(),
+            external_url: "http://x".into(),
+            resend_delay: std::time::Duration::from_secs(60),
+            evaluate_after_scrape: true,
+            outage_tolerance: std::time::Duration::from_secs(3600),
+        },
+        tokio_util::task::TaskTracker::new(),
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await;
     router(
         AppState {
-            telemetry: Arc::new(Telemetry::new(store.clone())),
+            telemetry: Arc::new(telemetry),
+            rules,
             store,
             engine: Arc::new(parking_lot::RwLock::new(crate::query::Engine::default())),
             targets: TargetRegistry::default(),
@@ -60,15 +84,17 @@ async fn call(app: Router, method: &str, uri: &str, body: &'static str) -> (Stat
 #[tokio::test]
 async fn health_and_readiness() {
     assert_eq!(
-        call(app(false, true), "GET", "/-/healthy", "").await.0,
+        call(app(false, true).await, "GET", "/-/healthy", "")
+            .await
+            .0,
         StatusCode::OK
     );
     assert_eq!(
-        call(app(false, true), "GET", "/-/ready", "").await.0,
+        call(app(false, true).await, "GET", "/-/ready", "").await.0,
         StatusCode::SERVICE_UNAVAILABLE
     );
     assert_eq!(
-        call(app(true, true), "GET", "/-/ready", "").await.0,
+        call(app(true, true).await, "GET", "/-/ready", "").await.0,
         StatusCode::OK
     );
 }
@@ -76,14 +102,14 @@ async fn health_and_readiness() {
 #[tokio::test]
 async fn reload_reports_failure_as_500_with_reason() {
     assert_eq!(
-        call(app(true, true), "POST", "/-/reload", "").await.0,
+        call(app(true, true).await, "POST", "/-/reload", "").await.0,
         StatusCode::OK
     );
-    let (status, body) = call(app(true, false), "POST", "/-/reload", "").await;
+    let (status, body) = call(app(true, false).await, "POST", "/-/reload", "").await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     assert!(body.contains("test.yaml:3: bad"), "{body}");
     assert_eq!(
-        call(app(true, true), "GET", "/-/reload", "").await.0,
+        call(app(true, true).await, "GET", "/-/reload", "").await.0,
         StatusCode::METHOD_NOT_ALLOWED
     );
 }
@@ -91,7 +117,7 @@ async fn reload_reports_failure_as_500_with_reason() {
 #[tokio::test]
 async fn oversized_body_is_refused() {
     let (status, _) = call(
-        app(true, true),
+        app(true, true).await,
         "POST",
         "/-/reload",
         "this body is longer than sixteen bytes",
@@ -102,7 +128,7 @@ async fn oversized_body_is_refused() {
 
 #[tokio::test]
 async fn metrics_are_openmetrics_with_build_info() {
-    let (status, body) = call(app(true, true), "GET", "/metrics", "").await;
+    let (status, body) = call(app(true, true).await, "GET", "/metrics", "").await;
     assert_eq!(status, StatusCode::OK);
     assert!(body.contains("homeostat_build_info{"), "{body}");
     assert!(body.contains("homeostat_store_series 0"), "{body}");
@@ -112,17 +138,23 @@ async fn metrics_are_openmetrics_with_build_info() {
 
 #[tokio::test]
 async fn targets_and_buildinfo_have_prometheus_shape() {
-    let (status, body) = call(app(true, true), "GET", "/api/v1/targets", "").await;
+    let (status, body) = call(app(true, true).await, "GET", "/api/v1/targets", "").await;
     assert_eq!(status, StatusCode::OK);
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["status"], "success");
     assert!(v["data"]["activeTargets"].is_array());
     assert!(v["data"]["droppedTargets"].is_array());
-    let (status, body) = call(app(true, true), "GET", "/api/v1/targets?state=bogus", "").await;
+    let (status, body) = call(
+        app(true, true).await,
+        "GET",
+        "/api/v1/targets?state=bogus",
+        "",
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["errorType"], "bad_data");
-    let (_, body) = call(app(true, true), "GET", "/api/v1/status/buildinfo", "").await;
+    let (_, body) = call(app(true, true).await, "GET", "/api/v1/status/buildinfo", "").await;
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["data"]["version"], env!("CARGO_PKG_VERSION"));
 }
