@@ -12,8 +12,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the tests need. Grows with each stage (PostgreSQL, Redis,
-# Alertmanager, SMTP, HAProxy, Chromium arrive with their issues).
-PACKAGES=(python3 ca-certificates prometheus)
+# SMTP, HAProxy, Chromium arrive with their issues). `prometheus` brings
+# promtool too.
+PACKAGES=(python3 ca-certificates prometheus prometheus-alertmanager)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -34,6 +35,12 @@ cargo build --workspace --bins --locked
 
 echo "== tests"
 cargo test --workspace --locked
+
+# The bundled rules' unit tests, with homeostat's own rule evaluation (the
+# same files pass `promtool test rules`; tests/promtool_compat.rs compares).
+echo "== bundled rules"
+target/debug/homeostat check rules rules/*.rules.yml
+target/debug/homeostat test rules rules/*.test.yml
 
 # PromQL conformance on Prometheus 2.42's own test files (../shared/data, or
 # $HOMEOSTAT_SHARED_DATA). The README records the passing count; it may only

@@ -381,3 +381,47 @@ pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
     s.read_to_string(&mut out)?;
     Ok(out)
 }
+
+/// The real Alertmanager (Debian package `prometheus-alertmanager`) with
+/// `config` as its alertmanager.yml, on a free port, clustering off; `None`
+/// with a loud note when it is not installed (CI installs it).
+pub async fn start_alertmanager(config: &str) -> Option<(ServerProcess, SocketAddr)> {
+    let Some(bin) =
+        find_program("prometheus-alertmanager").or_else(|| find_program("alertmanager"))
+    else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "Alertmanager is not installed but CI=true: .ci/run must install the Debian package prometheus-alertmanager"
+        );
+        eprintln!(
+            "SKIP: prometheus-alertmanager not installed (apt-get install prometheus-alertmanager)"
+        );
+        return None;
+    };
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().ok()?;
+    let dir = temp_dir();
+    let cfg = dir.path().join("alertmanager.yml");
+    std::fs::write(&cfg, config).ok()?;
+    let args = [
+        format!("--config.file={}", cfg.display()),
+        format!("--storage.path={}", dir.path().join("data").display()),
+        format!("--web.listen-address={addr}"),
+        "--cluster.listen-address=".to_string(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut p = ServerProcess::spawn("alertmanager", &bin, &args, &[]).ok()?;
+    p.keep.push(dir);
+    p.wait_for_port(addr, Duration::from_secs(30)).await;
+    Some((p, addr))
+}
+
+/// GET `url` and parse the body as JSON (panics with the body otherwise).
+pub async fn get_json(url: &str) -> serde_json::Value {
+    let body = reqwest::get(url)
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .text()
+        .await
+        .unwrap_or_default();
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {url}: not JSON ({e}): {body}"))
+}

@@ -1,0 +1,250 @@
+//! `homeostat check rules` and `homeostat test rules` side by side with the
+//! real `promtool` (Debian package `prometheus`): the same exit codes, and
+//! the same output wherever homeostat does not deliberately say more.
+//!
+//! Cases: our own files in tests/testdata/promtool, and promtool 2.42's own
+//! test files in ../shared/data/promtool (skipped with a note when absent).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use homeostat_e2e::{find_program, homeostat_bin};
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+    /// Both streams, for messages.
+    text: String,
+}
+
+fn run(program: &Path, args: &[&str], dir: &Path) -> Out {
+    let o = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("run {}: {e}", program.display()));
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    Out {
+        code: o.status.code().unwrap_or(-1),
+        text: format!("{stdout}{stderr}"),
+        stdout,
+        stderr,
+    }
+}
+
+fn promtool() -> Option<PathBuf> {
+    let p = find_program("promtool");
+    if p.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "promtool is not installed but CI=true: .ci/run must install the Debian package prometheus"
+        );
+        eprintln!("SKIP: promtool not installed (apt-get install prometheus); comparison skipped");
+    }
+    p
+}
+
+fn ours() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/promtool")
+}
+
+fn shared() -> Option<PathBuf> {
+    let base = std::env::var_os("HOMEOSTAT_SHARED_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"));
+    let dir = base.join("promtool");
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "SKIP: {} not found (set HOMEOSTAT_SHARED_DATA); promtool 2.42 test files not run",
+            dir.display()
+        );
+        None
+    }
+}
+
+/// Runs both tools; asserts equal exit codes and returns both outputs.
+fn both(pt: &Path, args: &[&str], dir: &Path) -> (Out, Out) {
+    let a = run(pt, args, dir);
+    let b = run(&homeostat_bin(), args, dir);
+    assert_eq!(
+        a.code, b.code,
+        "exit codes differ for {args:?}\npromtool:\n{}\nhomeostat:\n{}",
+        a.text, b.text
+    );
+    (a, b)
+}
+
+fn same_output(pt: &Path, args: &[&str], dir: &Path) {
+    let (a, b) = both(pt, args, dir);
+    assert_eq!(a.stdout, b.stdout, "stdout differs for {args:?}");
+    assert_eq!(a.stderr, b.stderr, "stderr differs for {args:?}");
+}
+
+/// `file: 7:20: group ...` → `file: group ...`.
+fn strip_positions(s: &str) -> String {
+    let mut out = String::new();
+    for line in s.lines() {
+        let mut l = line.to_string();
+        if let Some(i) = l.find(": ") {
+            let rest = &l[i + 2..];
+            let pos_len = rest
+                .find(": ")
+                .filter(|&j| {
+                    let p = &rest[..j];
+                    p.split(':').count() == 2
+                        && p.split(':')
+                            .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                })
+                .map(|j| j + 2);
+            if let Some(n) = pos_len {
+                l = format!("{}{}", &l[..i + 2], &rest[n..]);
+            }
+        }
+        out.push_str(&l);
+        out.push('\n');
+    }
+    out
+}
+
+/// Same output, except that homeostat names the line and column where
+/// promtool gives none.
+fn same_but_positioned(pt: &Path, args: &[&str], dir: &Path) {
+    let (a, b) = both(pt, args, dir);
+    assert_eq!(a.stdout, b.stdout, "stdout differs for {args:?}");
+    assert_eq!(
+        strip_positions(&a.stderr),
+        strip_positions(&b.stderr),
+        "stderr differs beyond positions for {args:?}"
+    );
+    assert_ne!(
+        a.stderr, b.stderr,
+        "homeostat should add positions: {}",
+        b.stderr
+    );
+}
+
+#[test]
+fn check_rules_matches_promtool() {
+    let Some(pt) = promtool() else { return };
+    let dir = ours();
+    for f in ["good.yml", "dup.yml", "record_for.yml", "empty_group.yml"] {
+        same_output(&pt, &["check", "rules", f], &dir);
+    }
+    for f in ["bad_template.yml", "bad_label.yml"] {
+        same_but_positioned(&pt, &["check", "rules", f], &dir);
+    }
+    // Lint findings become fatal (exit 3) only when asked.
+    let (a, _) = both(&pt, &["check", "rules", "--lint-fatal", "dup.yml"], &dir);
+    assert_eq!(a.code, 3);
+    let (a, _) = both(&pt, &["check", "rules", "--lint=none", "dup.yml"], &dir);
+    assert_eq!(a.code, 0);
+
+    // Same verdict and position; the parser's wording is its own.
+    let (_, b) = both(&pt, &["check", "rules", "bad_expr.yml"], &dir);
+    assert!(
+        b.text.contains(
+            "bad_expr.yml: 5:15: group \"g\", rule 1, \"A\": could not parse expression: "
+        ),
+        "{}",
+        b.text
+    );
+    // promtool says 0:0 for a missing field; homeostat points at the rule.
+    let (a, b) = both(&pt, &["check", "rules", "missing_expr.yml"], &dir);
+    assert!(a.text.contains("field 'expr' must be set in rule"));
+    assert!(
+        b.text.contains(
+            "missing_expr.yml: 4:9: group \"g\", rule 1, \"A\": field 'expr' must be set in rule"
+        ),
+        "{}",
+        b.text
+    );
+    let (_, b) = both(&pt, &["check", "rules", "unknown_field.yml"], &dir);
+    assert!(
+        b.text.contains(
+            "unknown_field.yml: 6:9: groups[0].rules[0].summary: unknown field \"summary\""
+        ),
+        "{}",
+        b.text
+    );
+    // Several files: one bad file fails the run.
+    let (a, _) = both(&pt, &["check", "rules", "good.yml", "record_for.yml"], &dir);
+    assert_eq!(a.code, 1);
+}
+
+#[test]
+fn test_rules_matches_promtool_on_our_cases() {
+    let Some(pt) = promtool() else { return };
+    let dir = ours();
+    same_output(&pt, &["test", "rules", "unit_pass.yml"], &dir);
+    same_output(&pt, &["test", "rules", "unit_fail.yml"], &dir);
+    let (a, _) = both(
+        &pt,
+        &["test", "rules", "unit_pass.yml", "unit_fail.yml"],
+        &dir,
+    );
+    assert_eq!(a.code, 1);
+}
+
+#[test]
+fn promtool_242_test_files_pass_and_fail_alike() {
+    let Some(dir) = shared() else { return };
+    let good = [
+        "unittest.yml",
+        "long-period.yml",
+        "at-modifier-test.yml",
+        "negative-offset-test.yml",
+    ];
+    let bad = [
+        "failing.yml",
+        "bad-promql.yml",
+        "bad-rules-error-test.yml",
+        "bad-rules-syntax-test.yml",
+        "bad-input-series.yml",
+    ];
+    // Without promtool these still must pass and fail as promtool's own
+    // test suite expects.
+    for f in good {
+        let o = run(&homeostat_bin(), &["test", "rules", f], &dir);
+        assert_eq!(o.code, 0, "{f} should pass:\n{}", o.text);
+        assert!(o.text.contains("  SUCCESS"), "{}", o.text);
+    }
+    for f in bad {
+        let o = run(&homeostat_bin(), &["test", "rules", f], &dir);
+        assert_eq!(o.code, 1, "{f} should fail:\n{}", o.text);
+        assert!(o.text.contains("  FAILED:"), "{}", o.text);
+    }
+    let o = run(
+        &homeostat_bin(),
+        &["test", "rules", "bad-rules-syntax-test.yml"],
+        &dir,
+    );
+    assert!(
+        o.text.contains("bad-rules-syntax.yml: 7:15: group \"bad-syntax\", rule 1, \"x\": could not parse expression"),
+        "{}",
+        o.text
+    );
+    let Some(pt) = promtool() else { return };
+    // Byte-for-byte where the failure is ours to word.
+    for f in good
+        .iter()
+        .chain(&["failing.yml", "bad-promql.yml", "bad-rules-error-test.yml"])
+    {
+        same_output(&pt, &["test", "rules", f], &dir);
+    }
+    for f in [
+        "rules.yml",
+        "rules_duplicates.yml",
+        "rules_large.yml",
+        "prometheus-rules.lint.yml",
+        "bad-rules-error.yml",
+        "at-modifier.yml",
+        "negative-offset.yml",
+    ] {
+        same_output(&pt, &["check", "rules", f], &dir);
+    }
+    both(&pt, &["check", "rules", "bad-rules-syntax.yml"], &dir);
+}
