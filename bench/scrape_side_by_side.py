@@ -20,38 +20,9 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import ensure_free, stop_all, wait_http  # noqa: E402
-
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        rest = f.read().rsplit(")", 1)[1].split()
-    return (int(rest[11]) + int(rest[12])) / TICK
-
-
-def status_kib(pid, key):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    return 0
-
-
-def metric_value(url, name):
-    """The value of an unlabelled sample in a /metrics page, or '?'."""
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            for line in r.read().decode().splitlines():
-                if line.startswith(name + " "):
-                    return line.split()[1]
-    except Exception:  # noqa: BLE001
-        pass
-    return "?"
+from benchlib import cpu_seconds, ensure_free, metric_value, status_kib, stop_all, wait_http  # noqa: E402
 
 
 def main():

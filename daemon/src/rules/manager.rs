@@ -182,6 +182,10 @@ struct Inner {
     /// Saved state, consumed by the first load of each group.
     restore: Mutex<HashMap<String, StoredGroup>>,
     metrics: RuleMetrics,
+    /// Groups woken by the same scrape would otherwise all evaluate at
+    /// once, stretching each other's wall time and starving scrapes; at
+    /// most half the cores evaluate rules at a time.
+    eval_slots: tokio::sync::Semaphore,
 }
 
 /// Handle to the rule stage; cheap to clone.
@@ -254,6 +258,11 @@ impl RuleManager {
                 shutdown,
                 restore: Mutex::new(restore),
                 metrics: RuleMetrics::register(registry),
+                eval_slots: tokio::sync::Semaphore::new(
+                    std::thread::available_parallelism()
+                        .map(|n| (n.get() / 2).max(1))
+                        .unwrap_or(1),
+                ),
             }),
         }
     }
@@ -539,6 +548,9 @@ async fn run_group(inner: Arc<Inner>, task: Arc<GroupTask>) {
         last_start = Some(start);
         inner.metrics.iterations.get_or_create(&labels).inc();
 
+        let Ok(_slot) = inner.eval_slots.acquire().await else {
+            break;
+        };
         let settings = inner.settings.read().clone();
         let (t, s, st) = (task.clone(), settings.clone(), inner.store.clone());
         let evaluated = tokio::task::spawn_blocking(move || {
