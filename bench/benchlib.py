@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 import urllib.request
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -295,6 +296,29 @@ def resolve_binary(path, hint=""):
         if os.path.isfile(cand) and os.access(cand, os.X_OK):
             return os.path.abspath(cand)
     raise SystemExit(f"{path} not found or not executable{'; ' + hint if hint else ''}")
+
+
+def alerting_workload(shared, rules_name, am_name):
+    """The shared bench files a rules/alerting run needs: target.py,
+    webhook.py, the rule file (absolute) and the Alertmanager config text
+    (checked to deliver to the webhook on 127.0.0.1:19095). None, with a
+    SKIP line, when ../shared/bench is absent."""
+    bench = os.path.join(shared, "bench")
+    target_py = os.path.join(bench, "target.py")
+    if not os.path.exists(target_py):
+        print(f"SKIP: {target_py} not found (set --shared)")
+        return None
+    am_src = os.path.join(bench, am_name)
+    with open(am_src) as f:
+        am_text = f.read()
+    if "127.0.0.1:19095" not in am_text:
+        raise SystemExit(f"{am_src}: expected a webhook URL on 127.0.0.1:19095")
+    return types.SimpleNamespace(
+        target_py=target_py,
+        webhook_py=os.path.join(bench, "webhook.py"),
+        rules=os.path.abspath(os.path.join(bench, rules_name)),
+        am_text=am_text,
+    )
 
 
 def default_shared():

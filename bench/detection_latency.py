@@ -44,7 +44,7 @@ import urllib.parse
 
 sys.dont_write_bytecode = True  # no bench/__pycache__ in the working tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import (FaultControl, Procs, default_shared, ensure_free, exit_on_sigterm,  # noqa: E402
+from benchlib import (FaultControl, Procs, alerting_workload, default_shared, ensure_free, exit_on_sigterm,  # noqa: E402
                       get_json, parse_rfc3339, prometheus_config_with_abs_rules, resolve_binary)
 
 TARGET_PORT = 19100
@@ -165,14 +165,11 @@ def main():
     exit_on_sigterm()
     rng = random.Random(a.seed)
 
-    bench = os.path.join(a.shared, "bench")
-    target_py = os.path.join(bench, "target.py")
-    if not os.path.exists(target_py):
-        print(f"SKIP: {target_py} not found (set --shared)")
+    w = alerting_workload(a.shared, "rules-latency.yml", "alertmanager-latency-fast.yml")
+    if w is None:
         return 0
-    webhook_py = os.path.join(bench, "webhook.py")
-    rules = os.path.abspath(os.path.join(bench, "rules-latency.yml"))
-    am_cfg_src = os.path.join(bench, "alertmanager-latency-fast.yml")
+    target_py, webhook_py, rules, am_text = w.target_py, w.webhook_py, w.rules, w.am_text
+    bench = os.path.join(a.shared, "bench")
 
     stacks = []
     if a.only in ("both", "prometheus"):
@@ -188,10 +185,6 @@ def main():
     run_id = int(time.time()) % 1000000
     rows = []
     try:
-        with open(am_cfg_src) as f:
-            am_text = f.read()
-        if "127.0.0.1:19095" not in am_text:
-            raise SystemExit(f"{am_cfg_src}: expected a webhook URL on 127.0.0.1:19095")
         ctl = FaultControl(os.path.join(tmp, "fault.ctl"))
         procs.start("target", [sys.executable, target_py, "--ports", str(TARGET_PORT), "--series", str(a.series),
                                "--control-file", ctl.path, "--max-runtime", str(runtime)])

@@ -45,7 +45,7 @@ import time
 
 sys.dont_write_bytecode = True  # no bench/__pycache__ in the working tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import (FaultControl, Procs, cpu_seconds, default_shared, ensure_free,  # noqa: E402
+from benchlib import (FaultControl, Procs, alerting_workload, cpu_seconds, default_shared, ensure_free,  # noqa: E402
                       exit_on_sigterm, get_json, percentile, prometheus_config_with_abs_rules,
                       reset_hwm, resolve_binary, samples_named, scrape, status_kib, total)
 
@@ -104,14 +104,11 @@ def main():
     a = ap.parse_args()
     exit_on_sigterm()
 
-    bench = os.path.join(a.shared, "bench")
-    target_py = os.path.join(bench, "target.py")
-    if not os.path.exists(target_py):
-        print(f"SKIP: {target_py} not found (set --shared)")
+    w = alerting_workload(a.shared, "rules-footprint.yml", "alertmanager-footprint.yml")
+    if w is None:
         return 0
-    webhook_py = os.path.join(bench, "webhook.py")
-    rules = os.path.abspath(os.path.join(bench, "rules-footprint.yml"))
-    am_cfg_src = os.path.join(bench, "alertmanager-footprint.yml")
+    target_py, webhook_py, rules, am_text = w.target_py, w.webhook_py, w.rules, w.am_text
+    bench = os.path.join(a.shared, "bench")
 
     stacks = []
     if a.only in ("both", "prometheus"):
@@ -126,10 +123,6 @@ def main():
     runtime = a.warmup + a.window + 180  # safety bound for target.py / webhook.py
     targets = [f"127.0.0.1:{p}" for p in range(FIRST, LAST + 1)]
     try:
-        with open(am_cfg_src) as f:
-            am_text = f.read()
-        if "127.0.0.1:19095" not in am_text:
-            raise SystemExit(f"{am_cfg_src}: expected a webhook URL on 127.0.0.1:19095")
         ctl = FaultControl(os.path.join(tmp, "fault.ctl"))
         procs.start("target", [sys.executable, target_py, "--ports", f"{FIRST}-{LAST}", "--series", str(a.series),
                                "--control-file", ctl.path, "--max-runtime", str(runtime)])

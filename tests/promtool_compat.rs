@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use homeostat_e2e::{find_program, homeostat_bin};
+use homeostat_e2e::{homeostat_bin, required_program};
 
 struct Out {
     code: i32,
@@ -35,15 +35,7 @@ fn run(program: &Path, args: &[&str], dir: &Path) -> Out {
 }
 
 fn promtool() -> Option<PathBuf> {
-    let p = find_program("promtool");
-    if p.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "promtool is not installed but CI=true: .ci/run must install the Debian package prometheus"
-        );
-        eprintln!("SKIP: promtool not installed (apt-get install prometheus); comparison skipped");
-    }
-    p
+    required_program(&["promtool"], "prometheus")
 }
 
 fn ours() -> PathBuf {

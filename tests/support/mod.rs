@@ -342,34 +342,66 @@ pub fn unix_now() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The first of `names` on the PATH; `None` with a loud SKIP line when none
+/// is installed, and a failure under CI, whose `.ci/run` must install
+/// `package`.
+pub fn required_program(names: &[&str], package: &str) -> Option<PathBuf> {
+    let found = names.iter().find_map(|n| find_program(n));
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{} is not installed but CI=true: .ci/run must install the Debian package {package}",
+            names[0]
+        );
+        eprintln!(
+            "SKIP: {} not installed (apt-get install {package}); this comparison is skipped",
+            names[0]
+        );
+    }
+    found
+}
+
+/// Starts a Debian-packaged server on a free port with `config` written to
+/// `config_name` in its own temp dir; `args` gets the config path, the data
+/// dir and the listen address.
+async fn start_packaged(
+    names: &[&str],
+    package: &str,
+    config_name: &str,
+    config: &str,
+    args: impl Fn(&Path, &Path, SocketAddr) -> Vec<String>,
+) -> Option<(ServerProcess, SocketAddr)> {
+    let bin = required_program(names, package)?;
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().ok()?;
+    let dir = temp_dir();
+    let cfg = dir.path().join(config_name);
+    std::fs::write(&cfg, config).ok()?;
+    let args = args(&cfg, &dir.path().join("data"), addr);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut p = ServerProcess::spawn(names[0], &bin, &args, &[]).ok()?;
+    p.keep.push(dir);
+    p.wait_for_port(addr, Duration::from_secs(30)).await;
+    Some((p, addr))
+}
+
 /// The real Prometheus (Debian package `prometheus`) with `config` as its
 /// prometheus.yml, on a free port with its own data dir; `None` with a loud
 /// note when it is not installed (CI installs it, so there it must exist).
 pub async fn start_prometheus(config: &str) -> Option<(ServerProcess, SocketAddr)> {
-    let Some(bin) = find_program("prometheus") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "prometheus is not installed but CI=true: .ci/run must install the Debian package prometheus"
-        );
-        eprintln!(
-            "SKIP: prometheus not installed (apt-get install prometheus); comparison skipped"
-        );
-        return None;
-    };
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().ok()?;
-    let dir = temp_dir();
-    let cfg = dir.path().join("prometheus.yml");
-    std::fs::write(&cfg, config).ok()?;
-    let args = [
-        format!("--config.file={}", cfg.display()),
-        format!("--storage.tsdb.path={}", dir.path().join("data").display()),
-        format!("--web.listen-address={addr}"),
-    ];
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut p = ServerProcess::spawn("prometheus", &bin, &args, &[]).ok()?;
-    p.keep.push(dir);
-    p.wait_for_port(addr, Duration::from_secs(30)).await;
-    Some((p, addr))
+    start_packaged(
+        &["prometheus"],
+        "prometheus",
+        "prometheus.yml",
+        config,
+        |cfg, data, addr| {
+            vec![
+                format!("--config.file={}", cfg.display()),
+                format!("--storage.tsdb.path={}", data.display()),
+                format!("--web.listen-address={addr}"),
+            ]
+        },
+    )
+    .await
 }
 
 /// A blocking HTTP GET for tests that run outside an async context.
@@ -386,33 +418,21 @@ pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
 /// `config` as its alertmanager.yml, on a free port, clustering off; `None`
 /// with a loud note when it is not installed (CI installs it).
 pub async fn start_alertmanager(config: &str) -> Option<(ServerProcess, SocketAddr)> {
-    let Some(bin) =
-        find_program("prometheus-alertmanager").or_else(|| find_program("alertmanager"))
-    else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "Alertmanager is not installed but CI=true: .ci/run must install the Debian package prometheus-alertmanager"
-        );
-        eprintln!(
-            "SKIP: prometheus-alertmanager not installed (apt-get install prometheus-alertmanager)"
-        );
-        return None;
-    };
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().ok()?;
-    let dir = temp_dir();
-    let cfg = dir.path().join("alertmanager.yml");
-    std::fs::write(&cfg, config).ok()?;
-    let args = [
-        format!("--config.file={}", cfg.display()),
-        format!("--storage.path={}", dir.path().join("data").display()),
-        format!("--web.listen-address={addr}"),
-        "--cluster.listen-address=".to_string(),
-    ];
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut p = ServerProcess::spawn("alertmanager", &bin, &args, &[]).ok()?;
-    p.keep.push(dir);
-    p.wait_for_port(addr, Duration::from_secs(30)).await;
-    Some((p, addr))
+    start_packaged(
+        &["prometheus-alertmanager", "alertmanager"],
+        "prometheus-alertmanager",
+        "alertmanager.yml",
+        config,
+        |cfg, data, addr| {
+            vec![
+                format!("--config.file={}", cfg.display()),
+                format!("--storage.path={}", data.display()),
+                format!("--web.listen-address={addr}"),
+                "--cluster.listen-address=".to_string(),
+            ]
+        },
+    )
+    .await
 }
 
 /// GET `url` and parse the body as JSON (panics with the body otherwise).

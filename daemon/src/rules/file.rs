@@ -299,12 +299,12 @@ fn validate_rule(r: RawRule, name: &str) -> Result<RuleSpec, Problems> {
     } else {
         match Expr::parse(&r.expr.0) {
             Ok(e) => Some(e),
+            // The engine's parse errors already read `parse error: …`,
+            // Prometheus's framing (the wording is the parser crate's).
             Err(e) => {
-                let msg = e.to_string();
-                let msg = msg.strip_prefix("parse error: ").unwrap_or(&msg);
                 p.push((
                     Some("expr".into()),
-                    format!("could not parse expression: {}", go_parse_error(msg)),
+                    format!("could not parse expression: {e}"),
                 ));
                 None
             }
@@ -398,12 +398,6 @@ fn validate_rule(r: RawRule, name: &str) -> Result<RuleSpec, Problems> {
         expr_text: r.expr.0,
         labels,
     })
-}
-
-/// The parser crate says `invalid promql query`-style things in its own
-/// words; keep them, but in Prometheus's `parse error:` framing.
-fn go_parse_error(msg: &str) -> String {
-    format!("parse error: {msg}")
 }
 
 /// Expands `patterns` (globs, relative to `base`) into rule files, in a

@@ -197,9 +197,6 @@ pub struct Group {
     pub last_eval_ms: i64,
     pub last_duration: Duration,
     pub last_samples: usize,
-    /// Whether `ALERTS`/`ALERTS_FOR_STATE` are written (Prometheus holds them
-    /// back until state has been restored).
-    pub write_alert_series: bool,
 }
 
 impl Group {
@@ -213,7 +210,6 @@ impl Group {
             last_eval_ms: 0,
             last_duration: Duration::ZERO,
             last_samples: 0,
-            write_alert_series: true,
         }
     }
 
@@ -263,13 +259,7 @@ impl Group {
             let t0 = std::time::Instant::now();
             let result = match &rule.spec.kind {
                 RuleKind::Recording { .. } => eval_recording(rule, env, ts, limit),
-                RuleKind::Alerting { .. } => eval_alerting(rule, env, ts, limit, &key, &mut out)
-                    .map(|series| {
-                        if !self.write_alert_series {
-                            return Vec::new();
-                        }
-                        series
-                    }),
+                RuleKind::Alerting { .. } => eval_alerting(rule, env, ts, limit, &key, &mut out),
             };
             match result {
                 Ok(series) => {
