@@ -184,7 +184,11 @@ impl Daemon {
             shutdown.clone(),
         );
         scrape
-            .apply(cfg.scrape_configs.clone(), loaded.source.base_dir())
+            .apply(
+                cfg.scrape_configs.clone(),
+                cfg.collectors.jobs(&cfg.global),
+                loaded.source.base_dir(),
+            )
             .await;
 
         let retention = Arc::new(Mutex::new(cfg.storage.retention.0));
@@ -411,7 +415,11 @@ impl Reloader {
             *self.engine.write() = Engine::new(new.query.engine_options());
         }
         self.scrape
-            .apply(new.scrape_configs.clone(), loaded.source.base_dir())
+            .apply(
+                new.scrape_configs.clone(),
+                new.collectors.jobs(&new.global),
+                loaded.source.base_dir(),
+            )
             .await;
         self.sender.apply(&new.alerting);
         let settings = {

@@ -6,6 +6,8 @@
 //! Chromium) starts its servers through [`ServerProcess`]; nothing here mocks a
 //! server that can run on this machine.
 
+pub mod db;
+
 use std::io::{Read, Write as _};
 use std::net::{SocketAddr, TcpListener as StdListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -444,4 +446,137 @@ pub async fn get_json(url: &str) -> serde_json::Value {
         .await
         .unwrap_or_default();
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {url}: not JSON ({e}): {body}"))
+}
+
+/// A running `homeostat run` on a free port with `config` (which must use
+/// `{listen}` for `web.listen_address` and `{state}` for the database path).
+pub struct Homeostat {
+    pub process: ServerProcess,
+    pub addr: SocketAddr,
+    pub dir: TempDir,
+}
+
+impl Homeostat {
+    pub async fn start(config: &str) -> Homeostat {
+        Self::start_with_env(config, &[]).await
+    }
+
+    /// As [`Homeostat::start`], with extra environment variables.
+    pub async fn start_with_env(config: &str, env: &[(&str, &str)]) -> Homeostat {
+        let dir = temp_dir();
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let cfg = config.replace("{listen}", &addr.to_string()).replace(
+            "{state}",
+            &dir.path().join("state.db").display().to_string(),
+        );
+        let path = dir.path().join("homeostat.yaml");
+        std::fs::write(&path, cfg).expect("write config");
+        let mut process = ServerProcess::spawn(
+            "homeostat",
+            &homeostat_bin(),
+            &["run", "--config", &path.display().to_string()],
+            &[&[("HOMEOSTAT_LOG_LEVEL", "info")], env].concat(),
+        )
+        .expect("spawn homeostat");
+        process.wait_for_port(addr, Duration::from_secs(30)).await;
+        Homeostat { process, addr, dir }
+    }
+
+    /// An instant query's result vector: (labels, value) per series.
+    pub async fn query(
+        &self,
+        promql: &str,
+    ) -> Vec<(serde_json::Map<String, serde_json::Value>, f64)> {
+        let url = format!(
+            "http://{}/api/v1/query?query={}",
+            self.addr,
+            form_urlencode(promql)
+        );
+        let v = get_json(&url).await;
+        assert_eq!(v["status"], "success", "query {promql}: {v}");
+        v["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| {
+                let labels = r["metric"].as_object().cloned().unwrap_or_default();
+                let value = r["value"][1]
+                    .as_str()
+                    .and_then(|s| s.parse::<f64>().ok())
+                    .unwrap_or(f64::NAN);
+                (labels, value)
+            })
+            .collect()
+    }
+
+    /// The single value of `promql`, once it has one, waiting up to `timeout`.
+    pub async fn wait_value(&self, promql: &str, timeout: Duration) -> Option<f64> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let r = self.query(promql).await;
+            if let Some((_, v)) = r.first() {
+                return Some(*v);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Active targets of `job` from `/api/v1/targets`.
+    pub async fn targets(&self, job: &str) -> Vec<serde_json::Value> {
+        let v = get_json(&format!("http://{}/api/v1/targets", self.addr)).await;
+        v["data"]["activeTargets"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|t| t["labels"]["job"] == job)
+            .collect()
+    }
+
+    /// Waits until the target of `job` with this `instance` has been scraped
+    /// and has `health`, returning it.
+    pub async fn wait_target(
+        &self,
+        job: &str,
+        instance: &str,
+        health: &str,
+        timeout: Duration,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let t = self
+                .targets(job)
+                .await
+                .into_iter()
+                .find(|t| t["labels"]["instance"] == instance);
+            if let Some(t) = &t {
+                if t["health"] == health {
+                    return t.clone();
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "target {job}/{instance} never became {health}: {t:?}\nlog:\n{}",
+                self.process.log()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+/// Percent-encodes a query parameter value.
+pub fn form_urlencode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }

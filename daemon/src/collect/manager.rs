@@ -20,8 +20,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::discovery::{static_groups, FileSd, TargetGroup};
+use super::native::NativeJob;
 use super::prometheus::{HttpCollector, ScrapeConfig};
-use super::{Health, LabelShaping, ScrapeLoop, StopReason, TargetHealth};
+use super::{BoxedCollector, Health, LabelShaping, ScrapeLoop, StopReason, TargetHealth};
 use crate::store::Store;
 use crate::telemetry::ScrapeMetrics;
 
@@ -75,6 +76,7 @@ impl TargetRegistry {
 enum Msg {
     Apply {
         jobs: Vec<ScrapeConfig>,
+        native: Vec<NativeJob>,
         base_dir: PathBuf,
         done: oneshot::Sender<()>,
     },
@@ -106,8 +108,31 @@ impl LoopHandle {
     }
 }
 
+/// A job's config: a Prometheus scrape job or a native collector.
+#[derive(PartialEq)]
+enum JobConfig {
+    Scrape(ScrapeConfig),
+    Native(NativeJob),
+}
+
+impl JobConfig {
+    fn interval(&self) -> Duration {
+        match self {
+            JobConfig::Scrape(c) => c.interval(),
+            JobConfig::Native(n) => n.interval,
+        }
+    }
+
+    fn timeout(&self) -> Duration {
+        match self {
+            JobConfig::Scrape(c) => c.timeout(),
+            JobConfig::Native(n) => n.timeout,
+        }
+    }
+}
+
 struct Job {
-    cfg: ScrapeConfig,
+    cfg: JobConfig,
     generation: u64,
     client: reqwest::Client,
     shaping_rules: Vec<super::relabel::Relabeler>,
@@ -133,6 +158,8 @@ struct Actor {
 struct TargetSpec {
     key: String,
     url: String,
+    /// Set for native collectors' targets.
+    native: Option<super::native::NativeSpec>,
     labels: Vec<(String, String)>,
     discovered: Vec<(String, String)>,
 }
@@ -187,12 +214,13 @@ impl ScrapeManager {
     }
 
     /// Applies a (validated) set of jobs and waits until loops are in place.
-    pub async fn apply(&self, jobs: Vec<ScrapeConfig>, base_dir: PathBuf) {
+    pub async fn apply(&self, jobs: Vec<ScrapeConfig>, native: Vec<NativeJob>, base_dir: PathBuf) {
         let (done, wait) = oneshot::channel();
         if self
             .tx
             .send(Msg::Apply {
                 jobs,
+                native,
                 base_dir,
                 done,
             })
@@ -215,10 +243,11 @@ impl Actor {
         match msg {
             Msg::Apply {
                 jobs,
+                native,
                 base_dir,
                 done,
             } => {
-                self.apply(jobs, base_dir);
+                self.apply(jobs, native, base_dir);
                 let _ = done.send(());
             }
             Msg::Groups {
@@ -242,9 +271,16 @@ impl Actor {
         }
     }
 
-    fn apply(&mut self, jobs: Vec<ScrapeConfig>, base_dir: PathBuf) {
-        let wanted: HashMap<String, ScrapeConfig> =
-            jobs.into_iter().map(|j| (j.job_name.clone(), j)).collect();
+    fn apply(&mut self, jobs: Vec<ScrapeConfig>, native: Vec<NativeJob>, base_dir: PathBuf) {
+        let mut wanted: HashMap<String, JobConfig> = jobs
+            .into_iter()
+            .map(|j| (j.job_name.clone(), JobConfig::Scrape(j)))
+            .collect();
+        wanted.extend(
+            native
+                .into_iter()
+                .map(|j| (j.job_name.clone(), JobConfig::Native(j))),
+        );
         let gone: Vec<String> = self
             .jobs
             .keys()
@@ -271,16 +307,22 @@ impl Actor {
                     continue;
                 }
             };
-            let shaping_rules = cfg
-                .metric_relabel_configs
-                .iter()
-                .filter_map(|r| r.compile().ok())
-                .collect();
+            let (shaping_rules, static_cfgs, file_sds) = match &cfg {
+                JobConfig::Scrape(c) => (
+                    c.metric_relabel_configs
+                        .iter()
+                        .filter_map(|r| r.compile().ok())
+                        .collect(),
+                    c.static_configs.as_slice(),
+                    c.file_sd_configs.as_slice(),
+                ),
+                JobConfig::Native(_) => (Vec::new(), &[][..], &[][..]),
+            };
             let generation = self.next_generation;
             self.next_generation += 1;
-            let mut providers = vec![static_groups(&cfg.static_configs)];
+            let mut providers = vec![static_groups(static_cfgs)];
             let watchers = self.shutdown.child_token();
-            for (i, fsd) in cfg.file_sd_configs.iter().enumerate() {
+            for (i, fsd) in file_sds.iter().enumerate() {
                 let mut sd = FileSd::new(fsd, &base_dir);
                 providers.push(sd.poll().unwrap_or_default());
                 let tx = self.tx.clone();
@@ -357,7 +399,10 @@ impl Actor {
         let Some(j) = self.jobs.get(job) else {
             return Vec::new();
         };
-        let cfg = &j.cfg;
+        let cfg = match &j.cfg {
+            JobConfig::Scrape(c) => c,
+            JobConfig::Native(n) => return native_targets(n),
+        };
         let mut out: Vec<TargetSpec> = Vec::new();
         for group in j.providers.iter().flatten() {
             for addr in &group.targets {
@@ -395,6 +440,7 @@ impl Actor {
                 out.push(TargetSpec {
                     key,
                     url,
+                    native: None,
                     labels,
                     discovered: discovered.into_iter().collect(),
                 });
@@ -444,18 +490,32 @@ impl Actor {
                 .write()
                 .insert((job_name.to_string(), spec.key.clone()), health.clone());
             let metadata = health.lock().metadata.clone();
-            let collector = HttpCollector::new(
-                job.client.clone(),
-                spec.url.clone(),
-                timeout,
-                job.cfg.body_limit(),
-                metadata,
-            );
-            let shaping = LabelShaping {
-                target: spec.labels.clone(),
-                honor_labels: job.cfg.honor_labels,
-                honor_timestamps: job.cfg.honor_timestamps,
-                metric_relabel: job.shaping_rules.clone(),
+            let (collector, shaping) = match (&job.cfg, &spec.native) {
+                (JobConfig::Scrape(cfg), _) => (
+                    BoxedCollector(Box::new(HttpCollector::new(
+                        job.client.clone(),
+                        spec.url.clone(),
+                        timeout,
+                        cfg.body_limit(),
+                        metadata,
+                    ))),
+                    LabelShaping {
+                        target: spec.labels.clone(),
+                        honor_labels: cfg.honor_labels,
+                        honor_timestamps: cfg.honor_timestamps,
+                        metric_relabel: job.shaping_rules.clone(),
+                    },
+                ),
+                (JobConfig::Native(_), Some(native)) => (
+                    native.build(timeout, metadata),
+                    LabelShaping {
+                        target: spec.labels.clone(),
+                        honor_labels: false,
+                        honor_timestamps: true,
+                        metric_relabel: Vec::new(),
+                    },
+                ),
+                (JobConfig::Native(_), None) => continue,
             };
             let offset = Duration::from_millis(
                 stable_hash(&spec.key) % (interval.as_millis().max(1) as u64),
@@ -488,6 +548,27 @@ impl Actor {
             }
         }
     }
+}
+
+/// A native job's targets: `instance` is the server's name, and the loop
+/// key holds the whole spec, so any change to a server restarts its loop.
+fn native_targets(job: &NativeJob) -> Vec<TargetSpec> {
+    job.targets
+        .iter()
+        .map(|t| {
+            let mut labels = t.labels.clone();
+            labels.insert("job".into(), job.job_name.clone());
+            labels.insert("instance".into(), t.instance.clone());
+            let labels: Vec<(String, String)> = labels.into_iter().collect();
+            TargetSpec {
+                key: format!("{}|{:?}|{:?}", t.instance, labels, t.spec),
+                url: t.display.clone(),
+                native: Some(t.spec.clone()),
+                discovered: labels.clone(),
+                labels,
+            }
+        })
+        .collect()
 }
 
 fn urlencode(s: &str) -> String {

@@ -13,13 +13,21 @@
 //! This stage writes to the store and to its own health records; it never reads
 //! the store and never evaluates rules.
 
+pub mod cgroup;
 pub mod discovery;
 pub mod exposition;
+pub mod gpu;
 pub mod manager;
+pub mod native;
+pub mod nvml_read;
+pub mod postgres;
+pub mod probe;
 pub mod prometheus;
+pub mod redis;
 pub mod relabel;
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -61,6 +69,33 @@ pub trait Collector: Send + 'static {
         &mut self,
         out: &mut ScrapeBatch<'_>,
     ) -> impl Future<Output = Result<(), CollectError>> + Send;
+}
+
+/// [`Collector`] behind a pointer, so one scrape manager can run collectors of
+/// different kinds side by side. Every `Collector` is one.
+pub trait DynCollector: Send + 'static {
+    fn collect_boxed<'a>(
+        &'a mut self,
+        out: &'a mut ScrapeBatch<'_>,
+    ) -> Pin<Box<dyn Future<Output = Result<(), CollectError>> + Send + 'a>>;
+}
+
+impl<C: Collector> DynCollector for C {
+    fn collect_boxed<'a>(
+        &'a mut self,
+        out: &'a mut ScrapeBatch<'_>,
+    ) -> Pin<Box<dyn Future<Output = Result<(), CollectError>> + Send + 'a>> {
+        Box::pin(self.collect(out))
+    }
+}
+
+/// A boxed collector is driven like any other.
+pub struct BoxedCollector(pub Box<dyn DynCollector>);
+
+impl Collector for BoxedCollector {
+    async fn collect(&mut self, out: &mut ScrapeBatch<'_>) -> Result<(), CollectError> {
+        self.0.collect_boxed(out).await
+    }
 }
 
 /// The labels a loop puts on everything it collects, and how conflicts with
@@ -177,9 +212,23 @@ pub struct ScrapeBatch<'a> {
     post_relabel: u64,
     added: u64,
     series_limit_hits: u64,
+    warning: Option<String>,
 }
 
 impl ScrapeBatch<'_> {
+    /// Records a problem that did not fail the round (a failed probe, a GPU
+    /// field that could not be read). It becomes the target's last error in
+    /// `/api/v1/targets` while the target stays up.
+    pub fn warn(&mut self, message: String) {
+        match &mut self.warning {
+            Some(w) => {
+                w.push_str("; ");
+                w.push_str(&message);
+            }
+            None => self.warning = Some(message),
+        }
+    }
+
     /// The round's timestamp (ms): samples without their own timestamp get it.
     pub fn timestamp_ms(&self) -> i64 {
         self.ts
@@ -478,6 +527,7 @@ impl<C: Collector> ScrapeLoop<C> {
             post_relabel: 0,
             added: 0,
             series_limit_hits: 0,
+            warning: None,
         };
         let result =
             match tokio::time::timeout(self.timeout, self.collector.collect(&mut batch)).await {
@@ -491,6 +541,7 @@ impl<C: Collector> ScrapeLoop<C> {
             series_limit_hits: batch.series_limit_hits,
             ..Default::default()
         };
+        let warning = batch.warning.take();
         let elapsed = started.elapsed();
         match &result {
             Ok(()) => {
@@ -525,6 +576,10 @@ impl<C: Collector> ScrapeLoop<C> {
         self.append_synthetic(ts, up, elapsed, &report);
         self.metrics
             .observe(&self.job, elapsed, result.is_ok(), &report);
+        let (was_down, old_error) = {
+            let h = self.health.lock();
+            (h.health == Health::Down, h.last_error.clone())
+        };
         {
             let mut h = self.health.lock();
             h.health = if result.is_ok() {
@@ -532,17 +587,26 @@ impl<C: Collector> ScrapeLoop<C> {
             } else {
                 Health::Down
             };
-            h.last_error = result
-                .as_ref()
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default();
+            h.last_error = match &result {
+                Err(e) => e.to_string(),
+                Ok(()) => warning.unwrap_or_default(),
+            };
             h.last_scrape = Some(UNIX_EPOCH + Duration::from_millis(ts.max(0) as u64));
             h.last_scrape_duration = elapsed;
             h.last_samples = report.samples_scraped;
         }
-        if let Err(e) = &result {
-            tracing::debug!(job = %self.job, error = %e, "scrape failed");
+        // Said once per change, not every round: a GPU-less host or a
+        // database that is down for an hour must not flood the log.
+        let url = self.health.lock().scrape_url.clone();
+        match &result {
+            Err(e) if !was_down || old_error != e.to_string() => {
+                tracing::warn!(job = %self.job, target = %url, error = %e, "target is down");
+            }
+            Err(e) => tracing::debug!(job = %self.job, target = %url, error = %e, "scrape failed"),
+            Ok(()) if was_down => {
+                tracing::info!(job = %self.job, target = %url, "target is up again")
+            }
+            Ok(()) => {}
         }
         self.announce();
         result.map(|()| report)

@@ -48,6 +48,9 @@ pub struct Config {
     pub state: StateConfig,
     /// Prometheus-format scrape jobs, written as in `prometheus.yml`.
     pub scrape_configs: Vec<ScrapeConfig>,
+    /// Native collectors: GPUs, PostgreSQL, PgBouncer, Redis, Azure, cgroups,
+    /// HTTP probes. Each is a scrape job of its own.
+    pub collectors: crate::collect::native::CollectorsConfig,
     /// Prometheus rule files (globs; relative to this file), loaded unchanged.
     pub rule_files: Vec<String>,
     /// How rules are evaluated.
@@ -203,11 +206,11 @@ impl fmt::Display for ConfigError {
 
 /// Collects validation problems under a field path.
 pub struct Validator {
-    issues: Vec<ConfigIssue>,
+    pub(crate) issues: Vec<ConfigIssue>,
 }
 
 impl Validator {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Validator { issues: Vec::new() }
     }
 
@@ -338,6 +341,18 @@ impl Config {
                 );
             }
             job.validate(&path, v);
+        }
+        self.collectors.validate("collectors", &self.global, v);
+        for job in self.collectors.jobs(&self.global) {
+            if let Some(i) = seen.get(&job.job_name) {
+                v.error(
+                    "collectors",
+                    format!(
+                        "job name {:?} is used by scrape_configs[{i}] and by a collector: set the collector's job_name",
+                        job.job_name
+                    ),
+                );
+            }
         }
     }
 }
