@@ -11,10 +11,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the tests need. Grows with each stage (PostgreSQL, Redis,
-# SMTP, HAProxy, Chromium arrive with their issues). `prometheus` brings
-# promtool too.
-PACKAGES=(python3 ca-certificates prometheus prometheus-alertmanager)
+# Debian packages the tests need. Grows with each stage (SMTP, HAProxy,
+# Chromium arrive with their issues). `prometheus` brings promtool too; gcc
+# builds the fake libnvidia-ml.so; openssl makes the probe tests' certificate.
+PACKAGES=(python3 ca-certificates prometheus prometheus-alertmanager postgresql pgbouncer redis-server gcc libc6-dev openssl)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

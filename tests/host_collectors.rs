@@ -226,12 +226,11 @@ async fn cgroups_of_this_machine() {
             let _ = c.wait();
         }
     }
-    let config = format!(
-        r#"
+    let config = r#"
 web:
-  listen_address: {{listen}}
+  listen_address: {listen}
 state:
-  path: {{state}}
+  path: {state}
 collectors:
   cgroups:
     scrape_interval: 1s
@@ -240,9 +239,8 @@ collectors:
     targets: []
   redis:
     servers: []
-"#
-    );
-    let h = Homeostat::start(&config).await;
+"#;
+    let h = Homeostat::start(config).await;
     h.wait_target("cgroups", "localhost", "up", T).await;
     let rootv = h
         .wait_value(

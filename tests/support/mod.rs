@@ -6,6 +6,7 @@
 //! Chromium) starts its servers through [`ServerProcess`]; nothing here mocks a
 //! server that can run on this machine.
 
+pub mod arm;
 pub mod db;
 
 use std::io::{Read, Write as _};

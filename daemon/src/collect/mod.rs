@@ -13,6 +13,8 @@
 //! This stage writes to the store and to its own health records; it never reads
 //! the store and never evaluates rules.
 
+pub mod azure;
+pub mod azure_read;
 pub mod cgroup;
 pub mod discovery;
 pub mod exposition;

@@ -79,7 +79,7 @@ section!(
         servers: Vec<RedisServer>,
     }
 );
-#[cfg(any())] /*TMP*/
+
 section!(
     /// `collectors.azure`: Azure Container Apps and Azure Monitor metrics.
     AzureSection {
@@ -124,7 +124,6 @@ pub struct CollectorsConfig {
     /// Redis servers (redis_exporter's metric names).
     pub redis: Option<RedisSection>,
     /// Azure Container Apps and Azure Monitor metrics.
-    #[cfg(any())] /*TMP*/
     pub azure: Option<AzureSection>,
     /// cgroup v2 groups on this host (cAdvisor's metric names).
     pub cgroups: Option<CgroupSection>,
@@ -211,7 +210,7 @@ pub enum NativeSpec {
     Postgres(PostgresServer),
     Pgbouncer(PgbouncerServer),
     Redis(RedisServer),
-    #[cfg(any())] /*TMP*/ Azure(super::azure::AzureTarget),
+    Azure(super::azure::AzureTarget),
     Cgroups(CgroupConfig),
     Probe(ProbeTarget),
 }
@@ -233,9 +232,7 @@ impl NativeSpec {
                 Box::new(super::postgres::PgbouncerCollector::new(s.clone()))
             }
             NativeSpec::Redis(s) => Box::new(super::redis::RedisCollector::new(s.clone(), timeout)),
-            #[cfg(any())] /*TMP*/ NativeSpec::Azure(t) => {
-                Box::new(super::azure::AzureCollector::new(t.clone(), timeout))
-            }
+            NativeSpec::Azure(t) => Box::new(super::azure::AzureCollector::new(t.clone(), timeout)),
             NativeSpec::Cgroups(c) => Box::new(super::cgroup::CgroupCollector::new(c.clone())),
             NativeSpec::Probe(p) => Box::new(super::probe::ProbeCollector::new(p.clone(), timeout)),
         };
@@ -251,7 +248,7 @@ impl NativeSpec {
             NativeSpec::Postgres(_) => super::postgres::PG_FAMILIES,
             NativeSpec::Pgbouncer(_) => super::postgres::PGBOUNCER_FAMILIES,
             NativeSpec::Redis(_) => super::redis::FAMILIES.as_slice(),
-            #[cfg(any())] /*TMP*/ NativeSpec::Azure(_) => super::azure::FAMILIES,
+            NativeSpec::Azure(_) => super::azure::FAMILIES,
             NativeSpec::Cgroups(_) => super::cgroup::FAMILIES,
             NativeSpec::Probe(_) => super::probe::FAMILIES,
         };
@@ -317,7 +314,7 @@ impl CollectorsConfig {
             let t = s.servers.iter().map(RedisServer::target).collect();
             jobs.push(s.job().job("redis", g, t));
         }
-        #[cfg(any())] /*TMP*/
+
         if let Some(s) = &self.azure {
             jobs.push(s.job().job("azure", g, super::azure::targets(s)));
         }
@@ -360,7 +357,7 @@ impl CollectorsConfig {
                 t.validate(&format!("{p}.servers.{i}"), v);
             }
         }
-        #[cfg(any())] /*TMP*/
+
         if let Some(s) = &self.azure {
             let p = format!("{path}.azure");
             s.job().validate(&p, g, v);

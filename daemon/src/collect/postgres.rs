@@ -63,6 +63,11 @@ fn describe(dsn: &str) -> (String, String) {
 fn validate_dsn(path: &str, dsn: &str, v: &mut Validator) {
     if dsn.is_empty() {
         v.error(format!("{path}.dsn"), "dsn is required");
+    } else if !dsn.starts_with("postgres://") && !dsn.starts_with("postgresql://") {
+        v.error(
+            format!("{path}.dsn"),
+            "must be a postgres:// or postgresql:// URL",
+        );
     } else if let Err(e) = PgConnectOptions::from_str(dsn) {
         // The error text never includes the DSN, so no password leaks here.
         v.error(

@@ -543,4 +543,31 @@ mod tests {
             "{err}"
         );
     }
+
+    /// Every YAML example in the README is a config homeostat accepts, so
+    /// the documentation cannot drift from the code. Files an example names
+    /// (a CA bundle) need not exist here; every other problem fails.
+    #[test]
+    fn readme_examples_load() {
+        let readme = include_str!("../../../README.md");
+        let mut blocks = 0;
+        for block in readme.split("```yaml\n").skip(1) {
+            let Some((yaml, _)) = block.split_once("```") else {
+                continue;
+            };
+            blocks += 1;
+            let r = Config::load_with_env(yaml, ConfigSource::File("README.md".into()), &|_| {
+                Some("secret".into())
+            });
+            if let Err(e) = r {
+                let real: Vec<_> = e
+                    .issues
+                    .iter()
+                    .filter(|i| !i.message.contains("does not exist"))
+                    .collect();
+                assert!(real.is_empty(), "README example fails to load: {e}\n{yaml}");
+            }
+        }
+        assert!(blocks >= 2, "README lost its config examples");
+    }
 }
