@@ -149,7 +149,8 @@ def run(args, work, procs):
                           "--appendonly", "no"])
     time.sleep(0.5)
     for db in range(3):
-        subprocess.run(["redis-cli", "-p", str(redis_port), "-n", str(db), "DEBUG", "POPULATE", "10000"],
+        subprocess.run(["redis-cli", "-p", str(redis_port), "-n", str(db), "EVAL",
+                        "for i = 1, 10000 do redis.call('SET', 'k' .. i, 'v') end", "0"],
                        check=True, stdout=subprocess.DEVNULL)
 
     pg_dsn = f"postgresql://postgres@127.0.0.1:{pg_port}/postgres?sslmode=disable"
