@@ -213,13 +213,9 @@ collectors:
     // replay timestamp to measure lag from.
     exec(&mut admin, "INSERT INTO t (v) VALUES ('before pause')").await;
     assert!(
-        homeostat_e2e::wait_until(t, || async {
-            h.query(r#"pg_replication_lag{instance="replica"} == 0"#)
-                .await
-                .len()
-                == 1
-        })
-        .await,
+        h.wait_value(r#"pg_replication_lag{instance="replica"} == 0"#, t)
+            .await
+            .is_some(),
         "replica should report no lag while caught up"
     );
     // Pause replay on the replica and keep writing on the primary: lag
@@ -235,24 +231,19 @@ collectors:
         .await;
     }
     assert!(
-        homeostat_e2e::wait_until(t, || async {
-            h.query(r#"pg_replication_lag{instance="replica"} > 1"#)
-                .await
-                .len()
-                == 1
-        })
-        .await,
+        h.wait_value(r#"pg_replication_lag{instance="replica"} > 1"#, t)
+            .await
+            .is_some(),
         "pg_replication_lag should rise while replay is paused: {:?}",
         h.query(r#"pg_replication_lag"#).await
     );
     assert!(
-        homeostat_e2e::wait_until(t, || async {
-            h.query(r#"pg_stat_replication_pg_wal_lsn_diff{instance="primary"} > 10000"#)
-                .await
-                .len()
-                == 1
-        })
-        .await,
+        h.wait_value(
+            r#"pg_stat_replication_pg_wal_lsn_diff{instance="primary"} > 10000"#,
+            t
+        )
+        .await
+        .is_some(),
         "the primary should see the replica's replay fall behind in bytes"
     );
     assert!(
@@ -266,13 +257,9 @@ collectors:
     );
     exec(&mut rep, "SELECT pg_wal_replay_resume()").await;
     assert!(
-        homeostat_e2e::wait_until(t, || async {
-            h.query(r#"pg_replication_lag{instance="replica"} == 0"#)
-                .await
-                .len()
-                == 1
-        })
-        .await,
+        h.wait_value(r#"pg_replication_lag{instance="replica"} == 0"#, t)
+            .await
+            .is_some(),
         "lag should return to 0 once replay resumes"
     );
     drop(silent);
