@@ -16,9 +16,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::act::{ActDeps, BreakerRegistry, Escalator};
+use crate::collect::native::NativeSpec;
 use crate::collect::{now_ms, ScrapeManager};
 use crate::config::{Config, ConfigError, LoadedConfig};
 use crate::notify::AlertmanagerSender;
+use crate::playbooks::{Playbook, PlaybookEngine};
 use crate::query::Engine;
 use crate::rules::file::GroupSpec;
 use crate::rules::{RuleManager, RuleSettings};
@@ -45,6 +48,8 @@ pub enum DaemonError {
     State(#[from] StateError),
     #[error("{0}")]
     Rules(String),
+    #[error("{0}")]
+    Playbooks(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: String,
@@ -98,6 +103,51 @@ pub fn load_rules(loaded: &LoadedConfig) -> Result<Vec<GroupSpec>, String> {
             .collect::<Vec<_>>()
             .join("\n")
     })
+}
+
+/// Reads every playbook file the config lists; all errors together.
+pub fn load_playbooks(
+    loaded: &LoadedConfig,
+    actions: &crate::act::Actions,
+) -> Result<Vec<Playbook>, String> {
+    crate::playbooks::load_all(
+        &loaded.config.playbook_files,
+        &loaded.source.base_dir(),
+        actions,
+    )
+}
+
+/// What actions reach, from the config: collectors' servers by name, the
+/// `act:` section, shared services.
+fn act_deps(
+    cfg: &Config,
+    breakers: &BreakerRegistry,
+    escalator: &Escalator,
+    http: &reqwest::Client,
+) -> Arc<ActDeps> {
+    let mut deps = ActDeps::empty(breakers.clone(), escalator.clone());
+    deps.act = cfg.act.clone();
+    deps.http = http.clone();
+    if let Some(a) = &cfg.collectors.azure {
+        if let Some(e) = &a.management_endpoint {
+            deps.azure_endpoint = e.clone();
+        }
+        deps.azure_authority = a.authority_host.clone();
+    }
+    for job in cfg.collectors.jobs(&cfg.global) {
+        for t in job.targets {
+            match t.spec {
+                NativeSpec::Postgres(s) => {
+                    deps.postgres.insert(t.instance.clone(), s.dsn.clone());
+                }
+                NativeSpec::Redis(s) => {
+                    deps.redis.insert(t.instance.clone(), s.url.clone());
+                }
+                _ => {}
+            }
+        }
+    }
+    Arc::new(deps)
 }
 
 fn rule_settings(cfg: &Config, engine: &Engine) -> RuleSettings {
@@ -203,7 +253,7 @@ impl Daemon {
             .connect_timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| DaemonError::Serve(std::io::Error::other(e.to_string())))?;
-        tracker.spawn(sender.clone().run(client, shutdown.clone()));
+        tracker.spawn(sender.clone().run(client.clone(), shutdown.clone()));
         let settings = rule_settings(cfg, &engine.read());
         let rules = RuleManager::new(
             store.clone(),
@@ -216,6 +266,34 @@ impl Daemon {
         )
         .await;
         rules.watch_scrapes(scrape.subscribe());
+
+        let breakers = BreakerRegistry::new(&mut telemetry.registry);
+        breakers.apply(&cfg.breakers);
+        breakers.restore(&state.load_breakers().await?);
+        tracker.spawn(breakers.clone().run(state.clone(), shutdown.clone()));
+        let escalator = Escalator::new(&mut telemetry.registry, Some(sender.clone()));
+        escalator.apply(&cfg.playbooks.escalation, &cfg.web.external_url());
+        let deps = act_deps(cfg, &breakers, &escalator, &client);
+        let playbooks = PlaybookEngine::new(
+            state.clone(),
+            store.clone(),
+            engine.clone(),
+            deps.clone(),
+            &mut telemetry.registry,
+            tracker.clone(),
+            shutdown.clone(),
+        );
+        let books = load_playbooks(&loaded, playbooks.actions()).map_err(DaemonError::Playbooks)?;
+        tracing::info!(playbooks = books.len(), "playbooks loaded");
+        playbooks.apply(
+            books,
+            cfg.playbooks.clone(),
+            deps,
+            cfg.global.evaluation_interval.0,
+        );
+        playbooks.recover().await?;
+        // Subscribed before the first evaluation, so no firing is missed.
+        tracker.spawn(playbooks.clone().watch_alerts(rules.subscribe()));
         rules.apply(groups, settings).await;
         let telemetry = Arc::new(telemetry);
         let (reload, reload_rx) = ReloadHandle::channel();
@@ -229,6 +307,9 @@ impl Daemon {
                 telemetry: telemetry.clone(),
                 reload: reload.clone(),
                 ready: ready.clone(),
+                playbooks: playbooks.clone(),
+                breakers: breakers.clone(),
+                admin_token: cfg.web.admin_token.clone(),
             },
             &cfg.web,
         );
@@ -242,9 +323,12 @@ impl Daemon {
         let http_stop = CancellationToken::new();
         let stop = http_stop.clone();
         let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
         });
 
         let reloader = Reloader {
@@ -258,6 +342,10 @@ impl Daemon {
             engine,
             rules: rules.clone(),
             sender,
+            playbooks: playbooks.clone(),
+            breakers,
+            escalator,
+            client: client.clone(),
         };
         tracker.spawn(reloader.run(reload_rx, shutdown.clone()));
 
@@ -370,6 +458,10 @@ struct Reloader {
     engine: Arc<RwLock<Engine>>,
     rules: RuleManager,
     sender: AlertmanagerSender,
+    playbooks: PlaybookEngine,
+    breakers: BreakerRegistry,
+    escalator: Escalator,
+    client: reqwest::Client,
 }
 
 impl Reloader {
@@ -389,8 +481,9 @@ impl Reloader {
             .opts
             .load()
             .map_err(|e| e.to_string())
-            .and_then(|l| load_rules(&l).map(|g| (l, g)));
-        let (loaded, groups) = match loaded {
+            .and_then(|l| load_rules(&l).map(|g| (l, g)))
+            .and_then(|(l, g)| load_playbooks(&l, self.playbooks.actions()).map(|p| (l, g, p)));
+        let (loaded, groups, books) = match loaded {
             Ok(l) => l,
             Err(e) => {
                 // Keep running on the old config; say so everywhere an
@@ -427,6 +520,16 @@ impl Reloader {
             rule_settings(new, &engine)
         };
         self.rules.apply(groups, settings).await;
+        self.breakers.apply(&new.breakers);
+        self.escalator
+            .apply(&new.playbooks.escalation, &new.web.external_url());
+        let deps = act_deps(new, &self.breakers, &self.escalator, &self.client);
+        self.playbooks.apply(
+            books,
+            new.playbooks.clone(),
+            deps,
+            new.global.evaluation_interval.0,
+        );
         self.current = loaded;
         self.telemetry.config.last_reload_successful.set(1);
         self.telemetry

@@ -13,10 +13,12 @@
 //! Stages meet only through handles injected by [`daemon`]; each extension
 //! point is one trait ([`collect::Collector`] so far).
 
+pub mod act;
 pub mod collect;
 pub mod config;
 pub mod daemon;
 pub mod notify;
+pub mod playbooks;
 pub mod query;
 pub mod rules;
 pub mod state;

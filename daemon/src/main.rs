@@ -55,6 +55,10 @@ enum Command {
     /// Run rule unit tests.
     #[command(subcommand)]
     Test(TestCommand),
+    /// Remediation playbooks: validate files, and talk to a running daemon
+    /// (list, run, approve, deny, pause, resume, show runs).
+    #[command(subcommand)]
+    Playbook(PlaybookCommand),
     /// Print version, git revision and compiler.
     Version,
     /// Run Prometheus promqltest files (load / clear / eval instant at /
@@ -70,6 +74,99 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+}
+
+#[derive(Args, Clone)]
+struct ApiArgs {
+    /// Base URL of the running daemon.
+    #[arg(long, env = "HOMEOSTAT_URL", default_value = "http://127.0.0.1:9400")]
+    url: String,
+    /// Bearer token (web.admin_token of the daemon) for changes.
+    #[arg(long, env = "HOMEOSTAT_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Who you are, for the audit log (default: $USER).
+    #[arg(long = "as", env = "USER", default_value = "cli")]
+    user: String,
+}
+
+#[derive(Subcommand)]
+enum PlaybookCommand {
+    /// Validate playbook files: YAML, known actions and their parameters,
+    /// templates, PromQL, triggers, guards. Every error is printed with file,
+    /// line and field. Exit status: 0 when all are valid, 1 otherwise.
+    Check {
+        /// Playbook files, e.g. playbooks/*.yml
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// List the playbooks of a running daemon, with pause and breaker state.
+    List(ApiArgs),
+    /// Start a run by hand on a running daemon. Prints the run as JSON.
+    Run {
+        /// Playbook name.
+        name: String,
+        /// What to act on (fills $target); default: the playbook's target
+        /// template rendered with --label values.
+        #[arg(long)]
+        target: Option<String>,
+        /// A label for the templates, `name=value`; repeatable.
+        #[arg(long = "label", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+        /// Describe and record every step without touching anything.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// List recent runs (newest first).
+    Runs {
+        #[arg(long)]
+        playbook: Option<String>,
+        /// Only runs in these states, comma-separated (e.g. awaiting_approval).
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Show one run with its steps and audit trail.
+    Show {
+        id: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Approve a run that is awaiting approval.
+    Approve {
+        id: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Deny a run that is awaiting approval.
+    Deny {
+        id: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Pause automatic runs of one playbook, or of all when no name is given.
+    Pause {
+        name: Option<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Resume automatic runs (for one playbook this also resets its own
+    /// breaker).
+    Resume {
+        name: Option<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("{s:?} is not name=value"))
 }
 
 #[derive(Args)]
@@ -160,6 +257,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::PromqlTest { files } => promql_test(&files),
+        Command::Playbook(cmd) => playbook(cmd),
         Command::Check(CheckCommand::Rules(args)) => check_rules(&args),
         Command::Test(TestCommand::Rules { files }) => test_rules(&files),
         Command::Check(CheckCommand::Config { files }) => {
@@ -178,16 +276,29 @@ fn main() -> ExitCode {
                             homeostat::rules::file::load_files(&files)
                                 .map_err(|es| es.iter().map(ToString::to_string).collect())
                         });
-                        match rules {
-                            Ok(groups) => println!(
-                                "SUCCESS: {} is valid ({} scrape job{}, {} rule group{})",
+                        let books = homeostat::daemon::load_playbooks(
+                            &c,
+                            &homeostat::act::Actions::default(),
+                        );
+                        match (rules, books) {
+                            (Ok(groups), Ok(books)) => println!(
+                                "SUCCESS: {} is valid ({} scrape job{}, {} rule group{}, {} playbook{})",
                                 f.display(),
                                 c.config.scrape_configs.len(),
                                 plural(c.config.scrape_configs.len()),
                                 groups.len(),
                                 plural(groups.len()),
+                                books.len(),
+                                plural(books.len()),
                             ),
-                            Err(errs) => {
+                            (_, Err(e)) => {
+                                failed = true;
+                                println!("FAILED: {}: playbook files:", f.display());
+                                for line in e.lines() {
+                                    println!("  {line}");
+                                }
+                            }
+                            (Err(errs), _) => {
                                 failed = true;
                                 println!("FAILED: {}: rule files:", f.display());
                                 for e in errs {
@@ -350,4 +461,151 @@ fn promql_test(files: &[PathBuf]) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+fn playbook(cmd: PlaybookCommand) -> ExitCode {
+    use serde_json::json;
+    let (api, method, path, body) = match cmd {
+        PlaybookCommand::Check { files } => {
+            let actions = homeostat::act::Actions::default();
+            let mut failed = false;
+            for f in &files {
+                match homeostat::playbooks::load_file(f, &actions) {
+                    Ok(p) => println!(
+                        "SUCCESS: {} is valid (playbook {:?}, {} step{}, {} trigger)",
+                        f.display(),
+                        p.spec.name,
+                        p.spec.steps.len(),
+                        plural(p.spec.steps.len()),
+                        p.trigger.kind()
+                    ),
+                    Err(e) => {
+                        failed = true;
+                        println!("FAILED: {e}");
+                    }
+                }
+            }
+            return if failed {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+        PlaybookCommand::List(api) => (api, "GET", "/api/v1/playbooks".to_string(), None),
+        PlaybookCommand::Run {
+            name,
+            target,
+            labels,
+            dry_run,
+            api,
+        } => {
+            let labels: serde_json::Map<String, serde_json::Value> = labels
+                .into_iter()
+                .map(|(k, v)| (k, serde_json::Value::String(v)))
+                .collect();
+            (
+                api,
+                "POST",
+                format!("/api/v1/playbooks/{}/run", encode(&name)),
+                Some(json!({ "target": target, "labels": labels, "dry_run": dry_run })),
+            )
+        }
+        PlaybookCommand::Runs {
+            playbook,
+            state,
+            limit,
+            api,
+        } => {
+            let mut q = format!("/api/v1/runs?limit={limit}");
+            if let Some(p) = playbook {
+                q.push_str(&format!("&playbook={}", encode(&p)));
+            }
+            if let Some(s) = state {
+                q.push_str(&format!("&state={}", encode(&s)));
+            }
+            (api, "GET", q, None)
+        }
+        PlaybookCommand::Show { id, api } => {
+            (api, "GET", format!("/api/v1/runs/{}", encode(&id)), None)
+        }
+        PlaybookCommand::Approve { id, api } => (
+            api,
+            "POST",
+            format!("/api/v1/runs/{}/approve", encode(&id)),
+            None,
+        ),
+        PlaybookCommand::Deny { id, api } => (
+            api,
+            "POST",
+            format!("/api/v1/runs/{}/deny", encode(&id)),
+            None,
+        ),
+        PlaybookCommand::Pause { name, api } => {
+            let path = match name {
+                Some(n) => format!("/api/v1/playbooks/{}/pause", encode(&n)),
+                None => "/api/v1/pause".into(),
+            };
+            (api, "POST", path, None)
+        }
+        PlaybookCommand::Resume { name, api } => {
+            let path = match name {
+                Some(n) => format!("/api/v1/playbooks/{}/resume", encode(&n)),
+                None => "/api/v1/resume".into(),
+            };
+            (api, "POST", path, None)
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()?;
+        let url = format!("{}{path}", api.url.trim_end_matches('/'));
+        let mut req = if method == "POST" {
+            client.post(&url).json(&body.unwrap_or(json!({})))
+        } else {
+            client.get(&url)
+        };
+        req = req.header("X-Homeostat-User", &api.user);
+        if let Some(t) = &api.token {
+            req = req.bearer_auth(t);
+        }
+        let rsp = req.send().await?;
+        let status = rsp.status();
+        let text = rsp.text().await?;
+        Ok::<_, reqwest::Error>((status, text))
+    });
+    match result {
+        Ok((status, text)) => {
+            let pretty = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| serde_json::to_string_pretty(&v).ok())
+                .unwrap_or(text);
+            println!("{pretty}");
+            if status.is_success() {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("homeostat answered {status}");
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("cannot reach {}: {e}", api.url);
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Percent-encodes a path segment or query value.
+fn encode(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }

@@ -258,6 +258,23 @@ type ClientKey = (String, Option<String>, Duration);
 static CLIENTS: LazyLock<Mutex<HashMap<ClientKey, AzureClient>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
 
+/// The shared client for an endpoint, for the `scale` action: the same
+/// credential, token cache and throttle state the collector uses.
+pub(crate) fn client_for(
+    endpoint: &str,
+    authority_host: Option<&str>,
+    timeout: Duration,
+) -> Result<AzureClient, CollectError> {
+    shared_client(
+        &AzureTarget {
+            management_endpoint: endpoint.to_string(),
+            authority_host: authority_host.map(str::to_string),
+            kind: AzureKind::ContainerApp(String::new()),
+        },
+        timeout,
+    )
+}
+
 fn shared_client(t: &AzureTarget, timeout: Duration) -> Result<AzureClient, CollectError> {
     let key = (
         t.management_endpoint.clone(),

@@ -567,6 +567,16 @@ fn is_timeout(err: &(dyn StdError + 'static)) -> bool {
     false
 }
 
+/// What the `scale` action reads of a Container App.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppScale {
+    pub location: String,
+    pub min_replicas: Option<i32>,
+    pub max_replicas: Option<i32>,
+    /// As ARM spells it: `Succeeded`, `InProgress`, `Failed`, `Canceled`.
+    pub provisioning_state: String,
+}
+
 /// ARM client for Container Apps and Azure Monitor, sharing one credential,
 /// one HTTP client and one throttle state.
 #[derive(Clone)]
@@ -832,6 +842,84 @@ impl AzureClient {
 
         out.append(&mut samples);
         Ok(())
+    }
+
+    /// A Container App's scale bounds, location and provisioning state (one
+    /// GET), for the `scale` action.
+    pub async fn app_scale(&self, resource_id: &str) -> Result<AppScale, AzureError> {
+        let id = ContainerAppId::parse(resource_id)?;
+        self.throttle.check()?;
+        let app = self
+            .finish(
+                self.app
+                    .container_apps_client()
+                    .get(&id.subscription, &id.resource_group, &id.name)
+                    .await,
+            )
+            .await?;
+        let props = app.properties.as_ref();
+        let scale = props
+            .and_then(|p| p.template.as_ref())
+            .and_then(|t| t.scale.as_ref());
+        Ok(AppScale {
+            location: app.tracked_resource.location.clone(),
+            min_replicas: scale.and_then(|s| s.min_replicas),
+            max_replicas: scale.and_then(|s| s.max_replicas),
+            provisioning_state: props
+                .and_then(|p| p.provisioning_state.as_ref())
+                .map(wire_name)
+                .unwrap_or_default(),
+        })
+    }
+
+    /// Sets `template.scale.minReplicas` (and `maxReplicas` when given) with
+    /// one JSON Merge Patch carrying only those fields, so the containers,
+    /// rules and everything else in the template stay as they are. Returns
+    /// the HTTP status: 200 (done) or 202 (provisioning continues; poll
+    /// [`AzureClient::app_scale`]).
+    ///
+    /// `.send()`, not `.await` on the builder: the SDK's long-running-
+    /// operation loop would re-send the PATCH and fails on 202's empty body.
+    pub async fn set_app_scale(
+        &self,
+        resource_id: &str,
+        location: &str,
+        min_replicas: i32,
+        max_replicas: Option<i32>,
+    ) -> Result<u16, AzureError> {
+        let id = ContainerAppId::parse(resource_id)?;
+        self.throttle.check()?;
+        let mut body =
+            aca::models::ContainerApp::new(aca::models::TrackedResource::new(location.to_string()));
+        body.properties = Some(aca::models::container_app::Properties {
+            template: Some(aca::models::Template {
+                scale: Some(aca::models::Scale {
+                    min_replicas: Some(min_replicas),
+                    max_replicas,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let rsp = self
+            .finish(
+                self.app
+                    .container_apps_client()
+                    .update(&id.subscription, &id.resource_group, &id.name, body)
+                    .send()
+                    .await,
+            )
+            .await?;
+        let status = u16::from(rsp.as_raw_response().status());
+        if !(200..300).contains(&status) {
+            return Err(AzureError::Status {
+                status,
+                code: String::new(),
+                message: "unexpected answer to PATCH".into(),
+            });
+        }
+        Ok(status)
     }
 
     /// Azure Monitor metrics of one resource: for each metric, timeseries and

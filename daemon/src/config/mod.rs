@@ -57,6 +57,15 @@ pub struct Config {
     pub rules: RulesConfig,
     /// Alertmanagers to deliver alerts to, written as in `prometheus.yml`.
     pub alerting: AlertingConfig,
+    /// Remediation playbook files (globs; relative to this file).
+    pub playbook_files: Vec<String>,
+    /// How playbooks run: global dry-run and pause, escalation.
+    pub playbooks: crate::playbooks::PlaybooksConfig,
+    /// What actions may touch: HAProxy runtime APIs, PgBouncer configs, the
+    /// environment of commands.
+    pub act: crate::act::ActConfig,
+    /// Circuit breakers served to the platform's applications.
+    pub breakers: crate::act::BreakersConfig,
 }
 
 /// Settings every job inherits unless it sets its own.
@@ -204,6 +213,12 @@ impl fmt::Display for ConfigError {
     }
 }
 
+/// `${VAR}` / `${VAR:-default}` interpolation from the process environment,
+/// as in the config file, for the other YAML files homeostat reads.
+pub fn interpolate_env(text: &str) -> Result<String, Vec<ConfigIssue>> {
+    env::interpolate(text, &|k| std::env::var(k).ok())
+}
+
 /// Collects validation problems under a field path.
 pub struct Validator {
     pub(crate) issues: Vec<ConfigIssue>,
@@ -324,6 +339,17 @@ impl Config {
                 );
             }
         }
+        for (i, f) in self.playbook_files.iter().enumerate() {
+            if let Err(e) = glob::Pattern::new(f) {
+                v.error(
+                    format!("playbook_files.{i}"),
+                    format!("{f:?} is not a valid glob: {e}"),
+                );
+            }
+        }
+        self.playbooks.validate("playbooks", v);
+        self.act.validate("act", v);
+        self.breakers.validate("breakers", v);
         self.web.validate("web", v);
         self.storage.validate("storage", v);
         self.query.validate("query", v);

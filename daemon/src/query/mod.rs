@@ -316,3 +316,23 @@ pub fn parse_selector(s: &str) -> Result<Vec<Matcher>, QueryError> {
     }
     Ok(matchers)
 }
+
+/// Parses label matchers written as in PromQL (`severity=~"warn|crit",
+/// cluster!="test"`), as alert filters use them: unlike [`parse_selector`],
+/// matchers that match the empty string are fine.
+pub fn parse_label_matchers(s: &str) -> Result<Vec<Matcher>, QueryError> {
+    // The parser refuses a selector whose every matcher matches "" (PromQL's
+    // rule for queries); a leading placeholder that cannot match "" lifts
+    // that, and is dropped again.
+    const PLACEHOLDER: &str = "__homeostat_filter__";
+    let text = format!("{{{PLACEHOLDER}=~\".+\", {s}}}");
+    let expr = parse(&text)?;
+    let promql_parser::parser::Expr::VectorSelector(vs) = expr else {
+        return Err(QueryError::BadData(format!(
+            "{s:?} is not a list of label matchers"
+        )));
+    };
+    let mut m = eval::to_matchers(&vs)?;
+    m.retain(|m| m.name != PLACEHOLDER);
+    Ok(m)
+}

@@ -89,12 +89,27 @@ pub struct Template {
 impl Template {
     /// `name` is used in error messages, Go-style: "template: NAME:LINE: msg".
     pub fn parse(name: &str, text: &str) -> Result<Template, TemplateError> {
+        Self::parse_with_vars(name, text, &[])
+    }
+
+    /// Like [`Template::parse`], with more predefined string variables
+    /// (e.g. `$target` in playbooks), given at render time by
+    /// [`Template::render_with_vars`].
+    pub fn parse_with_vars(
+        name: &str,
+        text: &str,
+        extra: &[&str],
+    ) -> Result<Template, TemplateError> {
         let mut parser = Parser {
             name,
             toks: Lexer::lex(text),
             pos: 0,
             line: 1,
-            vars: PREDEFINED.iter().map(|v| v.to_string()).collect(),
+            vars: PREDEFINED
+                .iter()
+                .chain(extra)
+                .map(|v| v.to_string())
+                .collect(),
             range_depth: 0,
             depth: 0,
             action_line: 0,
@@ -117,6 +132,16 @@ impl Template {
         data: &TemplateData<'_>,
         query: &dyn TemplateQuery,
     ) -> Result<String, TemplateError> {
+        self.render_with_vars(data, query, &[])
+    }
+
+    /// Renders with the extra variables declared at parse time.
+    pub fn render_with_vars(
+        &self,
+        data: &TemplateData<'_>,
+        query: &dyn TemplateQuery,
+        extra: &[(&str, &str)],
+    ) -> Result<String, TemplateError> {
         let labels: Rc<BTreeMap<String, String>> = Rc::new(data.labels.iter().cloned().collect());
         let external: Rc<BTreeMap<String, String>> =
             Rc::new(data.external_labels.iter().cloned().collect());
@@ -126,7 +151,7 @@ impl Template {
             external_url: data.external_url.to_string(),
             value: data.value,
         }));
-        let vars = vec![
+        let mut vars = vec![
             ("$".to_string(), root.clone()),
             ("$labels".to_string(), Value::StrMap(labels)),
             ("$externalLabels".to_string(), Value::StrMap(external)),
@@ -136,6 +161,11 @@ impl Template {
             ),
             ("$value".to_string(), Value::Float(data.value)),
         ];
+        vars.extend(
+            extra
+                .iter()
+                .map(|(k, v)| (k.to_string(), Value::Str(v.to_string()))),
+        );
         let mut ex = Exec {
             query,
             external_url: data.external_url,

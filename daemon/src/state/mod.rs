@@ -17,6 +17,9 @@ use sqlx::Row;
 
 use crate::config::Validator;
 
+mod runs;
+pub use runs::{AuditRecord, BreakerRecord, RunFilter, RunRecord, StepRecord, TransitionRecord};
+
 /// Where the state lives.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default)]

@@ -9,6 +9,8 @@
 //! timeout and a body limit (layers below).
 
 mod api;
+mod breakers;
+mod playbooks;
 mod query;
 mod rules;
 
@@ -48,6 +50,10 @@ pub struct WebConfig {
     /// URL under which homeostat is reachable from outside (for links in
     /// notifications); defaults to `http://<listen_address>`.
     pub external_url: Option<String>,
+    /// Bearer token required by the API calls that change something
+    /// (approve, deny, pause, resume, run, breaker state). Unset: those
+    /// calls are accepted only from loopback clients.
+    pub admin_token: Option<String>,
 }
 
 impl Default for WebConfig {
@@ -57,6 +63,7 @@ impl Default for WebConfig {
             request_timeout: PromDuration::from_secs(30),
             max_request_body: ByteSize(1 << 20),
             external_url: None,
+            admin_token: None,
         }
     }
 }
@@ -98,6 +105,9 @@ pub struct AppState {
     pub telemetry: Arc<Telemetry>,
     pub reload: ReloadHandle,
     pub ready: Arc<AtomicBool>,
+    pub playbooks: crate::playbooks::PlaybookEngine,
+    pub breakers: crate::act::BreakerRegistry,
+    pub admin_token: Option<String>,
 }
 
 /// Builds the router with its layers.
@@ -112,6 +122,8 @@ pub fn router(state: AppState, cfg: &WebConfig) -> Router {
         .merge(api::router())
         .merge(query::router())
         .merge(rules::router())
+        .merge(playbooks::router())
+        .merge(breakers::router())
         .with_state(state)
         .layer(RequestBodyLimitLayer::new(cfg.max_request_body.0 as usize))
         .layer(TimeoutLayer::with_status_code(
@@ -121,6 +133,66 @@ pub fn router(state: AppState, cfg: &WebConfig) -> Router {
         .layer(TraceLayer::new_for_http())
 }
 
+/// Who is calling an endpoint that changes something: the bearer token
+/// when `web.admin_token` is set (constant-time compared), otherwise only
+/// loopback clients. The name recorded in the audit log is the caller's
+/// `X-Homeostat-User` header (or `api`).
+pub(crate) fn authorize(
+    s: &AppState,
+    headers: &axum::http::HeaderMap,
+    peer: Option<SocketAddr>,
+) -> Result<String, Response> {
+    let user = headers
+        .get("x-homeostat-user")
+        .and_then(|v| v.to_str().ok())
+        .filter(|u| !u.is_empty() && u.len() <= 128)
+        .unwrap_or("api")
+        .to_string();
+    match &s.admin_token {
+        Some(token) => {
+            let given = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("");
+            if constant_time_eq(given.as_bytes(), token.as_bytes()) {
+                Ok(user)
+            } else {
+                Err(api_error(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "a valid bearer token (web.admin_token) is required",
+                ))
+            }
+        }
+        None if peer.is_some_and(|p| p.ip().is_loopback()) => Ok(user),
+        None => Err(api_error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "set web.admin_token to allow changes from other hosts",
+        )),
+    }
+}
+
+fn api_error(status: StatusCode, kind: &'static str, msg: &str) -> Response {
+    api::ApiError {
+        status,
+        error_type: kind,
+        message: msg.to_string(),
+    }
+    .into_response()
+}
+
+/// Compares without an early exit, so timing does not reveal a prefix.
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= usize::from(x ^ y);
+    }
+    diff == 0
+}
 async fn index(State(s): State<AppState>) -> Html<String> {
     let (up, down, unknown) = s.targets.count_by_health();
     Html(format!(

@@ -34,6 +34,30 @@ async fn app(ready: bool, reload_ok: bool) -> Router {
     let state = crate::state::StateDb::open(std::path::Path::new(":memory:"))
         .await
         .unwrap();
+    let breakers = crate::act::BreakerRegistry::new(&mut telemetry.registry);
+    breakers.apply(&crate::act::BreakersConfig {
+        breakers: vec![crate::act::BreakerConfig {
+            name: "llm".into(),
+            failure_threshold: Some(2),
+            recovery_timeout: None,
+            half_open_trials: None,
+        }],
+        ..Default::default()
+    });
+    let engine = Arc::new(parking_lot::RwLock::new(crate::query::Engine::default()));
+    let deps = Arc::new(crate::act::ActDeps::empty(
+        breakers.clone(),
+        crate::act::Escalator::detached(),
+    ));
+    let playbooks = crate::playbooks::PlaybookEngine::new(
+        state.clone(),
+        store.clone(),
+        engine.clone(),
+        deps,
+        &mut telemetry.registry,
+        tokio_util::task::TaskTracker::new(),
+        tokio_util::sync::CancellationToken::new(),
+    );
     let rules = RuleManager::new(
         store.clone(),
         state,
@@ -57,10 +81,13 @@ async fn app(ready: bool, reload_ok: bool) -> Router {
             telemetry: Arc::new(telemetry),
             rules,
             store,
-            engine: Arc::new(parking_lot::RwLock::new(crate::query::Engine::default())),
+            engine,
             targets: TargetRegistry::default(),
             reload,
             ready: Arc::new(AtomicBool::new(ready)),
+            playbooks,
+            breakers,
+            admin_token: None,
         },
         &cfg,
     )
@@ -157,4 +184,74 @@ async fn targets_and_buildinfo_have_prometheus_shape() {
     let (_, body) = call(app(true, true).await, "GET", "/api/v1/status/buildinfo", "").await;
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["data"]["version"], env!("CARGO_PKG_VERSION"));
+}
+
+#[tokio::test]
+async fn breaker_reads_are_cacheable_and_reports_move_it() {
+    let a = app(true, true).await;
+    let req = Request::builder()
+        .uri("/api/v1/breakers/llm")
+        .body(Body::empty())
+        .unwrap();
+    let resp = a.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let tag = resp.headers()["etag"].to_str().unwrap().to_string();
+    assert_eq!(resp.headers()["cache-control"], "max-age=1");
+    let req = Request::builder()
+        .uri("/api/v1/breakers/llm")
+        .header("if-none-match", &tag)
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(
+        a.clone().oneshot(req).await.unwrap().status(),
+        StatusCode::NOT_MODIFIED
+    );
+    let report = |body: &'static str| {
+        Request::builder()
+            .method("POST")
+            .uri("/api/v1/breakers/llm/report")
+            .header("content-type", "application/json")
+            .body(Body::from(body))
+            .unwrap()
+    };
+    let resp = a.clone().oneshot(report(r#"{"failure":2}"#)).await.unwrap();
+    let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&body).contains(r#""state":"open""#));
+    let resp = a
+        .clone()
+        .oneshot(report(r#"{"outcome":"x"}"#))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let req = Request::builder()
+        .uri("/api/v1/breakers/nope")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(
+        a.oneshot(req).await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn changes_without_credentials_are_refused() {
+    // No admin token and no loopback peer (no socket in these tests).
+    let a = app(true, true).await;
+    let (status, body) = call(a.clone(), "POST", "/api/v1/pause", "").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let req = Request::builder()
+        .method("POST")
+        .uri("/api/v1/breakers/llm/state")
+        .header("content-type", "application/json")
+        .body(Body::from(r#"{"state":"open"}"#))
+        .unwrap();
+    assert_eq!(
+        a.oneshot(req).await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+    assert!(constant_time_eq(b"abc", b"abc"));
+    assert!(!constant_time_eq(b"abc", b"abd"));
+    assert!(!constant_time_eq(b"abc", b"abcd"));
 }
