@@ -114,7 +114,10 @@ fn duplicate_pairs_compare_unordered() {
     let a = "err: found duplicate series for the match group {a=\"1\"} on the right hand-side of the operation: [{b=\"4\"}, {b=\"3\"}];many-to-many matching\n";
     let b = "err: found duplicate series for the match group {a=\"1\"} on the right hand-side of the operation: [{b=\"3\"}, {b=\"4\"}];many-to-many matching\n";
     assert_eq!(unordered_duplicates(a), unordered_duplicates(b));
-    assert_ne!(unordered_duplicates(a), unordered_duplicates(&a.replace('4', "5")));
+    assert_ne!(
+        unordered_duplicates(a),
+        unordered_duplicates(&a.replace('4', "5"))
+    );
 }
 
 /// `file: 7:20: group ...` → `file: group ...`.

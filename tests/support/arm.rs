@@ -15,6 +15,13 @@
 //! * `GET /subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.App/containerApps/{app}`
 //!   and its `/revisions`, `/revisions/{rev}`, `/revisions/{rev}/replicas`
 //!   (`api-version` [`CONTAINER_APPS_API_VERSION`]);
+//! * `PATCH` of that Container App (ContainerApps_Update, a JSON Merge Patch)
+//!   to change `properties.template.scale`, answered like ARM's long-running
+//!   operation: 202 with `Azure-AsyncOperation` and `Location`, the app in
+//!   `provisioningState` `InProgress` until [`ArmStandIn::set_provision_delay`]
+//!   has passed, then `Succeeded`;
+//! * `GET /subscriptions/{sub}/providers/Microsoft.App/locations/{loc}/containerappOperationResults/{id}`:
+//!   the status of such an operation;
 //! * `GET /{resourceUri}/providers/Microsoft.Insights/metrics`
 //!   (`api-version` [`METRICS_API_VERSION`]).
 //!
@@ -23,8 +30,18 @@
 //!
 //! Every Container App has two revisions, `{app}--rev1` (inactive, no
 //! replicas) and `{app}--rev2` (active, Healthy, Running, 100 % traffic, with
-//! [`ArmStandIn::set_replicas`] replicas, 1 by default).
+//! [`ArmStandIn::set_replicas`] replicas, 1 by default), and scales between
+//! `minReplicas` 1 and `maxReplicas` 10 until a PATCH changes that.
+//!
+//! The PATCH contract: `Content-Type: application/json`; a JSON object with
+//! `location` (ARM requires it on a tracked resource even in a patch) and
+//! `properties.template.scale` holding `minReplicas` and/or `maxReplicas`
+//! (integers 0..=1000) and nothing but those and `rules`. A patch that would
+//! leave min above max, after merging with the current values, is refused
+//! with 400 `ContainerAppInvalidScaleRange` as Azure does; that is the
+//! client's decision to test, not a contract violation.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -63,6 +80,42 @@ pub enum ArmMode {
     Slow(Duration),
 }
 
+/// The region the stand-in's async operations are tracked in (ARM puts it
+/// in the operation URL).
+const OPERATION_REGION: &str = "eastus";
+/// Upper bound Azure Container Apps accepts for `maxReplicas`.
+const MAX_REPLICAS_LIMIT: u64 = 1000;
+
+/// What PATCH can change on one Container App.
+#[derive(Debug, Clone)]
+struct AppState {
+    min_replicas: u32,
+    max_replicas: u32,
+    provisioning_state: &'static str,
+    /// Bumped by every accepted PATCH, so that a slow earlier operation
+    /// finishing cannot mark a newer one's app `Succeeded`.
+    generation: u64,
+}
+
+impl Default for AppState {
+    fn default() -> Self {
+        AppState {
+            min_replicas: 1,
+            max_replicas: 10,
+            provisioning_state: "Succeeded",
+            generation: 0,
+        }
+    }
+}
+
+/// One long-running operation started by a PATCH.
+#[derive(Debug)]
+struct Operation {
+    /// `/subscriptions/{sub}/providers/Microsoft.App/locations/{loc}/containerappOperationResults/{id}`
+    id: String,
+    status: &'static str,
+}
+
 #[derive(Debug)]
 struct Inner {
     mode: ArmMode,
@@ -70,6 +123,15 @@ struct Inner {
     violations: Vec<String>,
     token_requests: usize,
     replicas: u32,
+    /// `http://127.0.0.1:PORT`, for the operation URLs of 202 answers.
+    base_url: String,
+    /// By lower-cased app name (ARM names are case-insensitive).
+    apps: HashMap<String, AppState>,
+    /// By operation name (the last path segment).
+    operations: HashMap<String, Operation>,
+    operations_started: u64,
+    patches: Vec<Value>,
+    provision_delay: Duration,
 }
 
 type Shared = Arc<Mutex<Inner>>;
@@ -91,21 +153,27 @@ pub struct ArmStandIn {
 impl ArmStandIn {
     /// Serves on a free port of 127.0.0.1 until dropped.
     pub async fn start() -> ArmStandIn {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("cannot bind the ARM stand-in");
+        let addr = listener.local_addr().expect("ARM stand-in has no address");
         let state: Shared = Arc::new(Mutex::new(Inner {
             mode: ArmMode::Normal,
             requests: Vec::new(),
             violations: Vec::new(),
             token_requests: 0,
             replicas: 1,
+            base_url: format!("http://{addr}"),
+            apps: HashMap::new(),
+            operations: HashMap::new(),
+            operations_started: 0,
+            patches: Vec::new(),
+            provision_delay: Duration::from_millis(300),
         }));
         let app = Router::new()
             .route("/{tenant}/oauth2/v2.0/token", post(token))
             .fallback(arm)
             .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("cannot bind the ARM stand-in");
-        let addr = listener.local_addr().expect("ARM stand-in has no address");
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -145,6 +213,41 @@ impl ArmStandIn {
     /// property, the length of its replica list, and the `Replicas` metric).
     pub fn set_replicas(&self, n: u32) {
         lock(&self.state).replicas = n;
+    }
+
+    /// `(minReplicas, maxReplicas)` of `app` as the last accepted PATCH left
+    /// them; `(1, 10)` before any.
+    pub fn scale_of(&self, app: &str) -> (u32, u32) {
+        let inner = lock(&self.state);
+        let a = inner
+            .apps
+            .get(&app.to_ascii_lowercase())
+            .cloned()
+            .unwrap_or_default();
+        (a.min_replicas, a.max_replicas)
+    }
+
+    /// `properties.provisioningState` of `app`: `InProgress` from an
+    /// accepted PATCH until the provisioning delay has passed, else
+    /// `Succeeded`.
+    pub fn provisioning_state(&self, app: &str) -> String {
+        let inner = lock(&self.state);
+        inner
+            .apps
+            .get(&app.to_ascii_lowercase())
+            .map_or("Succeeded", |a| a.provisioning_state)
+            .to_string()
+    }
+
+    /// Bodies of every PATCH received, accepted or not, in arrival order (a
+    /// body that is not JSON appears as a JSON string of its text).
+    pub fn patches(&self) -> Vec<Value> {
+        lock(&self.state).patches.clone()
+    }
+
+    /// How long an accepted PATCH stays `InProgress` (300 ms by default).
+    pub fn set_provision_delay(&self, d: Duration) {
+        lock(&self.state).provision_delay = d;
     }
 }
 
@@ -285,6 +388,9 @@ enum Route {
     Metrics {
         resource_uri: String,
     },
+    Operation {
+        name: String,
+    },
 }
 
 fn route(path: &str) -> Option<Route> {
@@ -298,6 +404,18 @@ fn route(path: &str) -> Option<Route> {
         return (!resource_uri.is_empty()).then_some(Route::Metrics { resource_uri });
     }
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    if let [subs, _sub, providers, namespace, locations, _loc, kind, name] = segments.as_slice() {
+        if eq(subs, "subscriptions")
+            && eq(providers, "providers")
+            && eq(namespace, "Microsoft.App")
+            && eq(locations, "locations")
+            && eq(kind, "containerappOperationResults")
+        {
+            return Some(Route::Operation {
+                name: (*name).to_owned(),
+            });
+        }
+    }
     let [subs, sub, groups, rg, providers, namespace, kind, app, rest @ ..] = segments.as_slice()
     else {
         return None;
@@ -393,6 +511,7 @@ async fn arm(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
+    body: Bytes,
 ) -> Response {
     record(&state, &method, &uri);
     let (mode, replicas) = {
@@ -403,12 +522,12 @@ async fn arm(
         tokio::time::sleep(*delay).await;
     }
     let path = uri.path();
-    if method != Method::GET {
+    if method != Method::GET && method != Method::PATCH {
         violation(&state, format!("unexpected {method} {path}"));
         return arm_error(
             StatusCode::METHOD_NOT_ALLOWED,
             "MethodNotAllowed",
-            "The stand-in serves only GET.",
+            "The stand-in serves only GET, and PATCH of a Container App.",
         );
     }
     if path.contains("//") {
@@ -448,6 +567,15 @@ async fn arm(
             &format!("The resource type could not be found for '{path}'."),
         );
     };
+    let patch = method == Method::PATCH;
+    if patch && !matches!(route, Route::App { .. }) {
+        violation(&state, format!("unexpected PATCH {path}"));
+        return arm_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            &format!("The resource at '{path}' does not support PATCH."),
+        );
+    }
     let pairs = query_pairs(&uri);
     let want_version = match route {
         Route::Metrics { .. } => METRICS_API_VERSION,
@@ -493,6 +621,16 @@ async fn arm(
             return arm_error(StatusCode::BAD_REQUEST, "BadRequest", &message);
         }
     }
+    // The contract of a PATCH is checked before the injected failures, so a
+    // wrong body is reported whatever mode the test put the stand-in in.
+    let scale_patch = if patch {
+        match check_patch(&state, path, &headers, &body) {
+            Ok(scale) => Some(scale),
+            Err(rsp) => return rsp,
+        }
+    } else {
+        None
+    };
     match mode {
         ArmMode::Unauthorized => return unauthorized("The access token is invalid."),
         ArmMode::NotFound => {
@@ -506,7 +644,10 @@ async fn arm(
             let mut rsp = arm_error(
                 StatusCode::TOO_MANY_REQUESTS,
                 "SubscriptionRequestsThrottled",
-                &format!("Number of 'read' requests for subscription actor exceeded. Please try again after '{retry_after_secs}' seconds after additional tokens are available."),
+                &format!(
+                    "Number of '{}' requests for subscription actor exceeded. Please try again after '{retry_after_secs}' seconds after additional tokens are available.",
+                    if patch { "write" } else { "read" }
+                ),
             );
             rsp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
@@ -514,8 +655,28 @@ async fn arm(
         }
         ArmMode::Normal | ArmMode::Slow(_) => {}
     }
+    if let (Some(scale), Route::App { sub, app, .. }) = (scale_patch, &route) {
+        return apply_patch(&state, sub, app, scale);
+    }
     let body = match route {
-        Route::App { sub, rg, app } => container_app(&sub, &rg, &app),
+        Route::App { sub, rg, app } => {
+            let current = lock(&state)
+                .apps
+                .get(&app.to_ascii_lowercase())
+                .cloned()
+                .unwrap_or_default();
+            container_app(&sub, &rg, &app, &current)
+        }
+        Route::Operation { name } => match lock(&state).operations.get(&name) {
+            Some(op) => json!({"id": op.id, "name": name, "status": op.status}),
+            None => {
+                return arm_error(
+                    StatusCode::NOT_FOUND,
+                    "ResourceNotFound",
+                    &format!("The operation '{name}' was not found."),
+                )
+            }
+        },
         Route::Revisions { app } => json!({
             "value": [revision(path, &app, 1, replicas), revision(path, &app, 2, replicas)],
             "nextLink": null,
@@ -536,6 +697,192 @@ async fn arm(
     Json(body).into_response()
 }
 
+/// The replica bounds a PATCH asks for; `None` leaves the current value.
+struct ScalePatch {
+    min: Option<u32>,
+    max: Option<u32>,
+}
+
+/// Checks a ContainerApps_Update request against the contract (see the
+/// module doc), recording its body and any violation; `Err` is the answer
+/// ARM would give to a broken request.
+fn check_patch(
+    state: &Shared,
+    path: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<ScalePatch, Response> {
+    let parsed: Result<Value, _> = serde_json::from_slice(body);
+    lock(state).patches.push(match &parsed {
+        Ok(v) => v.clone(),
+        Err(_) => Value::String(String::from_utf8_lossy(body).into_owned()),
+    });
+    let refuse = |status: StatusCode, code: &str, problem: String| {
+        violation(state, format!("PATCH {path}: {problem}"));
+        Err(arm_error(status, code, &problem))
+    };
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type
+        .split(';')
+        .next()
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+    {
+        return refuse(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            format!("content-type {content_type:?} is not application/json"),
+        );
+    }
+    let body = match parsed {
+        Ok(Value::Object(o)) => o,
+        Ok(other) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "InvalidRequestContent",
+                format!("the body is not a JSON object but {other}"),
+            )
+        }
+        Err(e) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "InvalidRequestContent",
+                format!("the body is not JSON: {e}"),
+            )
+        }
+    };
+    if !body.get("location").is_some_and(Value::is_string) {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "LocationRequired",
+            "the body has no \"location\" string; it is required for this resource".into(),
+        );
+    }
+    let Some(scale) = body
+        .get("properties")
+        .and_then(|p| p.get("template"))
+        .and_then(|t| t.get("scale"))
+        .and_then(Value::as_object)
+    else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequestContent",
+            "the body has no properties.template.scale object".into(),
+        );
+    };
+    let unknown: Vec<&str> = scale
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !matches!(*k, "minReplicas" | "maxReplicas" | "rules"))
+        .collect();
+    if !unknown.is_empty() {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequestContent",
+            format!("properties.template.scale has unknown members {unknown:?}"),
+        );
+    }
+    let mut bounds = [None, None];
+    for (slot, name) in bounds.iter_mut().zip(["minReplicas", "maxReplicas"]) {
+        let Some(v) = scale.get(name) else { continue };
+        match v.as_u64().filter(|n| *n <= MAX_REPLICAS_LIMIT) {
+            Some(n) => *slot = Some(n as u32),
+            None => {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidRequestContent",
+                    format!(
+                        "properties.template.scale.{name} is {v}, not an integer in 0..={MAX_REPLICAS_LIMIT}"
+                    ),
+                )
+            }
+        }
+    }
+    let [min, max] = bounds;
+    if min.is_none() && max.is_none() {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequestContent",
+            "properties.template.scale has neither minReplicas nor maxReplicas".into(),
+        );
+    }
+    Ok(ScalePatch { min, max })
+}
+
+/// Merges an accepted scale patch into the app and starts its long-running
+/// operation: 202 now, `Succeeded` after the provisioning delay.
+fn apply_patch(state: &Shared, sub: &str, app: &str, scale: ScalePatch) -> Response {
+    let mut inner = lock(state);
+    let key = app.to_ascii_lowercase();
+    let current = inner.apps.get(&key).cloned().unwrap_or_default();
+    let min = scale.min.unwrap_or(current.min_replicas);
+    let max = scale.max.unwrap_or(current.max_replicas);
+    if min > max {
+        return arm_error(
+            StatusCode::BAD_REQUEST,
+            "ContainerAppInvalidScaleRange",
+            &format!(
+                "Container App '{app}' minReplicas ({min}) cannot be greater than maxReplicas ({max})."
+            ),
+        );
+    }
+    let generation = current.generation + 1;
+    inner.apps.insert(
+        key.clone(),
+        AppState {
+            min_replicas: min,
+            max_replicas: max,
+            provisioning_state: "InProgress",
+            generation,
+        },
+    );
+    inner.operations_started += 1;
+    let n = inner.operations_started;
+    // Shaped like the GUIDs ARM uses, unique within this stand-in.
+    let name = format!("00000000-0000-4000-8000-{n:012x}");
+    let id = format!(
+        "/subscriptions/{sub}/providers/Microsoft.App/locations/{OPERATION_REGION}/containerappOperationResults/{name}"
+    );
+    let url = format!(
+        "{}{id}?api-version={CONTAINER_APPS_API_VERSION}",
+        inner.base_url
+    );
+    inner.operations.insert(
+        name.clone(),
+        Operation {
+            id,
+            status: "InProgress",
+        },
+    );
+    let delay = inner.provision_delay;
+    drop(inner);
+    let state = state.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        let mut inner = lock(&state);
+        if let Some(op) = inner.operations.get_mut(&name) {
+            op.status = "Succeeded";
+        }
+        if let Some(a) = inner.apps.get_mut(&key) {
+            if a.generation == generation {
+                a.provisioning_state = "Succeeded";
+            }
+        }
+    });
+    let mut rsp = StatusCode::ACCEPTED.into_response();
+    let value = HeaderValue::from_str(&url).expect("operation URL is a valid header");
+    rsp.headers_mut()
+        .insert("azure-asyncoperation", value.clone());
+    rsp.headers_mut().insert(header::LOCATION, value);
+    // ARM's long-running operations say when to poll next; SDK pollers
+    // otherwise wait their own default, which is long for a test.
+    rsp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    rsp
+}
+
 fn revision_number(app: &str, rev: &str) -> Option<u32> {
     match rev.strip_prefix(app)? {
         "--rev1" => Some(1),
@@ -552,15 +899,16 @@ fn revision_not_found(rev: &str) -> Response {
     )
 }
 
-/// ContainerApps_Get example shape, abridged; `location` is required by the SDK.
-fn container_app(sub: &str, rg: &str, app: &str) -> Value {
+/// ContainerApps_Get example shape, abridged; `location` is required by the
+/// SDK. Scale and provisioning state are what PATCHes left.
+fn container_app(sub: &str, rg: &str, app: &str, current: &AppState) -> Value {
     json!({
         "id": format!("/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.App/containerApps/{app}"),
         "name": app,
         "type": "Microsoft.App/containerApps",
         "location": "East US",
         "properties": {
-            "provisioningState": "Succeeded",
+            "provisioningState": current.provisioning_state,
             "managedEnvironmentId": format!("/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.App/managedEnvironments/demokube"),
             "latestRevisionName": format!("{app}--rev2"),
             "latestReadyRevisionName": format!("{app}--rev2"),
@@ -576,8 +924,8 @@ fn container_app(sub: &str, rg: &str, app: &str) -> Value {
             "template": {
                 "containers": [{"image": "repo/inference:v4", "name": "inference", "resources": {"cpu": 0.5, "memory": "1Gi"}}],
                 "scale": {
-                    "minReplicas": 1,
-                    "maxReplicas": 10,
+                    "minReplicas": current.min_replicas,
+                    "maxReplicas": current.max_replicas,
                     "rules": [{"name": "httpscalingrule", "http": {"metadata": {"concurrentRequests": "50"}}}]
                 }
             }

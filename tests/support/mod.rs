@@ -8,6 +8,8 @@
 
 pub mod arm;
 pub mod db;
+pub mod haproxy;
+pub mod pgwriter;
 
 use std::io::{Read, Write as _};
 use std::net::{SocketAddr, TcpListener as StdListener, TcpStream};
