@@ -457,6 +457,7 @@ pub struct Homeostat {
     pub process: ServerProcess,
     pub addr: SocketAddr,
     pub dir: TempDir,
+    env: Vec<(String, String)>,
 }
 
 impl Homeostat {
@@ -474,15 +475,93 @@ impl Homeostat {
         );
         let path = dir.path().join("homeostat.yaml");
         std::fs::write(&path, cfg).expect("write config");
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let process = Self::spawn(&dir, addr, &env).await;
+        Homeostat {
+            process,
+            addr,
+            dir,
+            env,
+        }
+    }
+
+    async fn spawn(dir: &TempDir, addr: SocketAddr, env: &[(String, String)]) -> ServerProcess {
+        let path = dir.path().join("homeostat.yaml");
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let mut process = ServerProcess::spawn(
             "homeostat",
             &homeostat_bin(),
             &["run", "--config", &path.display().to_string()],
-            &[&[("HOMEOSTAT_LOG_LEVEL", "info")], env].concat(),
+            &[&[("HOMEOSTAT_LOG_LEVEL", "info")], env.as_slice()].concat(),
         )
         .expect("spawn homeostat");
         process.wait_for_port(addr, Duration::from_secs(30)).await;
-        Homeostat { process, addr, dir }
+        process
+    }
+
+    /// Kills the daemon with SIGKILL (no chance to clean up) and starts it
+    /// again on the same config, state database and port.
+    pub async fn kill_and_restart(&mut self) {
+        self.process.signal(9);
+        self.process.stop(Duration::from_secs(5));
+        self.process = Self::spawn(&self.dir, self.addr, &self.env).await;
+    }
+
+    /// Stops the daemon cleanly (SIGTERM) and starts it again.
+    pub async fn restart(&mut self) {
+        self.process.stop(Duration::from_secs(10));
+        self.process = Self::spawn(&self.dir, self.addr, &self.env).await;
+    }
+
+    /// POSTs JSON to the API from loopback; returns the status and body.
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let rsp = reqwest::Client::new()
+            .post(format!("http://{}{path}", self.addr))
+            .header("X-Homeostat-User", "e2e")
+            .json(&body)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .expect("POST to homeostat");
+        let status = rsp.status().as_u16();
+        (status, rsp.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// Runs of `playbook`, newest first.
+    pub async fn runs(&self, playbook: &str) -> Vec<serde_json::Value> {
+        let v = get_json(&format!(
+            "http://{}/api/v1/runs?playbook={}",
+            self.addr,
+            form_urlencode(playbook)
+        ))
+        .await;
+        v["data"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// One run with its steps and audit trail.
+    pub async fn run(&self, id: &str) -> serde_json::Value {
+        get_json(&format!("http://{}/api/v1/runs/{id}", self.addr)).await["data"].clone()
+    }
+
+    /// Waits until run `id` is in one of `states`; returns it with steps.
+    pub async fn wait_run_state(&self, id: &str, states: &[&str], timeout: Duration) -> serde_json::Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let r = self.run(id).await;
+            if states.iter().any(|s| r["state"] == *s) {
+                return r;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "run {id} not in {states:?} within {timeout:?}: {r:#}\nlog:\n{}",
+                    self.process.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// An instant query's result vector: (labels, value) per series.
@@ -582,4 +661,56 @@ pub fn form_urlencode(s: &str) -> String {
         }
     }
     out
+}
+
+/// An HTTP endpoint that records every JSON body POSTed to it (escalation
+/// webhooks, orchestrator calls); stops when dropped.
+pub struct Sink {
+    pub addr: SocketAddr,
+    bodies: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Sink {
+    pub async fn start() -> Sink {
+        let bodies: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>> = Default::default();
+        let b = bodies.clone();
+        let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
+            let b = b.clone();
+            async move {
+                let v = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+                b.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(v);
+                "ok"
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind sink");
+        let addr = listener.local_addr().expect("sink addr");
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Sink {
+            addr,
+            bodies,
+            server,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+
+    pub fn bodies(&self) -> Vec<serde_json::Value> {
+        self.bodies
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
 }
