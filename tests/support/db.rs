@@ -254,3 +254,132 @@ pub async fn start_redis(master: Option<SocketAddr>) -> Option<(ServerProcess, S
     process.wait_for_port(addr, Duration::from_secs(30)).await;
     Some((process, addr))
 }
+
+// ---------------------------------------------------------------------------
+// Failover helpers (tests/failover.rs): synchronous replication, a crash
+// that takes every process of a server down at once, a restart on the same
+// data directory.
+
+/// As [`start_postgres_pair`], with replication made synchronous when `sync`
+/// is true: the primary names the replica (`application_name=replica1`) in
+/// `synchronous_standby_names` with `synchronous_commit = on` (ALTER SYSTEM,
+/// which overrides the `synchronous_commit = off` of postgresql.conf), and
+/// this returns once `pg_stat_replication` reports the replica as `sync`.
+/// The settings are made after the base backup, so the replica does not
+/// inherit `synchronous_standby_names` (a promoted replica that did would
+/// wait forever for a standby it does not have).
+pub async fn start_postgres_pair_with(
+    sync: bool,
+) -> Option<(Postgres, Postgres, tempfile::TempDir)> {
+    use sqlx::Connection;
+    let (primary, replica, dirs) = start_postgres_pair().await?;
+    if !sync {
+        return Some((primary, replica, dirs));
+    }
+    let mut c = sqlx::PgConnection::connect(&primary.url("postgres"))
+        .await
+        .unwrap_or_else(|e| panic!("connect {}: {e}", primary.addr));
+    for sql in [
+        "ALTER SYSTEM SET synchronous_standby_names = 'replica1'",
+        "ALTER SYSTEM SET synchronous_commit = on",
+        "SELECT pg_reload_conf()",
+    ] {
+        sqlx::query(sql)
+            .execute(&mut c)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let state: Option<String> = sqlx::query_scalar(
+            "SELECT sync_state FROM pg_stat_replication WHERE application_name = 'replica1'",
+        )
+        .fetch_optional(&mut c)
+        .await
+        .unwrap_or_else(|e| panic!("pg_stat_replication: {e}"));
+        if state.as_deref() == Some("sync") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "replica never became a synchronous standby (sync_state {state:?}); primary log:\n{}",
+            primary.process.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = c.close().await;
+    Some((primary, replica, dirs))
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn kill_pid(pid: i32, sig: i32) -> i32;
+}
+
+/// Pids whose parent is `ppid`, from /proc.
+fn children_of(ppid: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            // /proc/<pid>/stat: "pid (comm) state ppid ..."; comm may hold
+            // spaces and parentheses, so parse after the last ')'.
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    let rest = &s[s.rfind(')')? + 1..];
+                    rest.split_whitespace().nth(1)?.parse::<i32>().ok()
+                })
+                == Some(ppid)
+        })
+        .collect()
+}
+
+/// Crashes a PostgreSQL server as a lost host would: SIGKILL to the
+/// postmaster and every one of its processes (backends, walsenders, the
+/// WAL writer) at once, so nothing gets to flush, send or answer; then the
+/// postmaster is reaped, so [`restart_postgres`] can start on the same data
+/// directory. (SIGKILL to the postmaster alone leaves its children running
+/// until they notice, and `ServerProcess::stop` is a smart shutdown.)
+pub fn crash_postgres(pg: &mut Postgres) {
+    let pid = pg.process.pid() as i32;
+    if pid <= 0 {
+        return;
+    }
+    let children = children_of(pid);
+    // SAFETY: kill(2) on pids of the server we started and its children.
+    unsafe {
+        kill_pid(pid, super::SIGKILL);
+        for c in &children {
+            kill_pid(*c, super::SIGKILL);
+        }
+    }
+    // Reaps the postmaster (already dead: stop only waits for it).
+    pg.process.stop(Duration::from_secs(5));
+    // The children are reparented and reaped elsewhere; wait until they are
+    // gone (or zombies) so their shared memory is released.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        let alive = children.iter().any(|c| {
+            std::fs::read_to_string(format!("/proc/{c}/stat"))
+                .ok()
+                .and_then(|s| {
+                    let rest = &s[s.rfind(')')? + 1..];
+                    rest.split_whitespace().next().map(|st| st != "Z")
+                })
+                .unwrap_or(false)
+        });
+        if !alive {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Starts PostgreSQL again on an existing data directory and port (a
+/// crashed server coming back: it runs crash recovery first).
+pub async fn restart_postgres(data: &Path, port: u16) -> Postgres {
+    start_server(data, port).await
+}
