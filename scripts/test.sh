@@ -12,9 +12,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the tests need. Grows with each stage (SMTP, HAProxy,
-# Chromium arrive with their issues). `prometheus` brings promtool too; gcc
+# Chromium arrive with their issues; HAProxy fronts the failover tests). `prometheus` brings promtool too; gcc
 # builds the fake libnvidia-ml.so; openssl makes the probe tests' certificate.
-PACKAGES=(python3 ca-certificates prometheus prometheus-alertmanager postgresql pgbouncer redis-server gcc libc6-dev openssl)
+PACKAGES=(python3 ca-certificates prometheus prometheus-alertmanager postgresql pgbouncer redis-server haproxy gcc libc6-dev openssl)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -41,6 +41,9 @@ cargo test --workspace --locked
 echo "== bundled rules"
 target/debug/homeostat check rules rules/*.rules.yml
 target/debug/homeostat test rules rules/*.test.yml
+
+echo "== bundled playbooks"
+target/debug/homeostat playbook check playbooks/*.yml
 
 # PromQL conformance on Prometheus 2.42's own test files (../shared/data, or
 # $HOMEOSTAT_SHARED_DATA). The README records the passing count; it may only
