@@ -25,7 +25,9 @@ use sqlx::{Connection, PgConnection};
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 // ---------------------------------------------------------------------------
@@ -65,7 +67,10 @@ impl Receiver {
     }
 
     fn bodies(&self) -> Vec<Value> {
-        self.bodies.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.bodies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn escalations(&self) -> Vec<Value> {
@@ -143,12 +148,33 @@ struct Rig {
     _pg_dirs: TempDir,
 }
 
+/// A failing test prints every server's log (most assertions also include
+/// them); `FAILOVER_LOGS=1` prints them for passing tests too.
+impl Drop for Rig {
+    fn drop(&mut self) {
+        if std::thread::panicking() || std::env::var_os("FAILOVER_LOGS").is_some() {
+            eprintln!("{}", self.logs());
+        }
+    }
+}
+
 impl Rig {
     /// `None` (with a SKIP line) when PostgreSQL or HAProxy is missing.
     /// `read` names the `pg_read` servers ("primary"/"replica").
-    async fn start(sync: bool, read: &[&str], rules: &str, playbooks: &[(&str, &str)]) -> Option<Rig> {
+    async fn start(
+        sync: bool,
+        read: &[&str],
+        rules: &str,
+        playbooks: &[(&str, &str)],
+    ) -> Option<Rig> {
         let (primary, replica, pg_dirs) = start_postgres_pair_with(sync).await?;
-        let addr_of = |n: &str| if n == "primary" { primary.addr } else { replica.addr };
+        let addr_of = |n: &str| {
+            if n == "primary" {
+                primary.addr
+            } else {
+                replica.addr
+            }
+        };
         let read: Vec<(&str, SocketAddr)> = read.iter().map(|n| (*n, addr_of(n))).collect();
         let haproxy = start_haproxy(
             &[("primary", primary.addr), ("replica", replica.addr)],
@@ -342,7 +368,10 @@ steps:
 /// primary; returns the writer, the ids acked about 1s before the crash,
 /// the ids acked at the crash, and when it happened.
 async fn write_then_crash(rig: &mut Rig, n: usize) -> (Writer, Vec<i64>, Vec<i64>, Instant) {
-    let writer = Writer::start(format!("postgres://postgres@{}/postgres", rig.haproxy.write_addr));
+    let writer = Writer::start(format!(
+        "postgres://postgres@{}/postgres",
+        rig.haproxy.write_addr
+    ));
     wait_acked(&writer, n, Duration::from_secs(30)).await;
     let before = writer.acked();
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -383,6 +412,20 @@ async fn promotes_replica_when_primary_dies_sync() {
         started.elapsed()
     );
 
+    assert!(
+        writer
+            .wait_acked_after(crashed, Duration::from_secs(30))
+            .await,
+        "writer never resumed (errors {}, last {:?})\n{}",
+        writer.errors(),
+        writer.last_error(),
+        rig.logs()
+    );
+    println!(
+        "sync: writes refused for {:?} (crash to the first ack on the new primary, 50ms polling)",
+        crashed.elapsed()
+    );
+
     let run = rig
         .wait_run(
             "promote-replica",
@@ -412,24 +455,16 @@ async fn promotes_replica_when_primary_dies_sync() {
         rig.haproxy.servers(WRITE_BACKEND).await
     );
     assert_eq!(
-        rig.haproxy.server_state(WRITE_BACKEND, "primary").await.as_deref(),
+        rig.haproxy
+            .server_state(WRITE_BACKEND, "primary")
+            .await
+            .as_deref(),
         Some("maint")
     );
-    assert!(!in_recovery(&rig.replica).await, "replica should be promoted");
-
     assert!(
-        writer
-            .wait_acked_after(crashed, Duration::from_secs(30))
-            .await,
-        "writer never resumed (errors {}, last {:?})\n{}",
-        writer.errors(),
-        writer.last_error(),
-        rig.logs()
+        !in_recovery(&rig.replica).await,
+        "replica should be promoted"
     );
-    let resumed_after = writer
-        .last_ack_at()
-        .map(|t| t.saturating_duration_since(crashed));
-    println!("sync: writer acked again {resumed_after:?} after the crash (first ack observed)");
 
     // The old primary comes back (crash recovery, as a primary): HAProxy
     // keeps it out of the write pool and homeostat fences it.
@@ -444,7 +479,12 @@ async fn promotes_replica_when_primary_dies_sync() {
             Duration::from_secs(30),
         )
         .await;
-    assert_eq!(fence["state"], "succeeded", "fence run: {fence:#}\n{}", rig.logs());
+    assert_eq!(
+        fence["state"],
+        "succeeded",
+        "fence run: {fence:#}\n{}",
+        rig.logs()
+    );
     assert_eq!(fence["steps"][0]["output"]["read_only"], true, "{fence:#}");
     println!("sync: fence run {}", fence["steps"][0]["output"]);
 
@@ -461,12 +501,20 @@ async fn promotes_replica_when_primary_dies_sync() {
     let _ = old.close().await;
 
     // Writes through HAProxy still land on the new primary.
-    let mut via = connect(&format!("postgres://postgres@{}/postgres", rig.haproxy.write_addr)).await;
+    let mut via = connect(&format!(
+        "postgres://postgres@{}/postgres",
+        rig.haproxy.write_addr
+    ))
+    .await;
     let port_via: i32 = sqlx::query_scalar("SELECT inet_server_port()")
         .fetch_one(&mut via)
         .await
         .expect("inet_server_port");
-    assert_eq!(port_via as u16, rig.replica.addr.port(), "writes must go to the new primary");
+    assert_eq!(
+        port_via as u16,
+        rig.replica.addr.port(),
+        "writes must go to the new primary"
+    );
     let _ = via.close().await;
     let n = writer.acked().len();
     wait_acked(&writer, n + 50, Duration::from_secs(10)).await;
@@ -478,7 +526,11 @@ async fn promotes_replica_when_primary_dies_sync() {
     let acked = writer.acked();
     writer.stop().await;
     let on_new = ids_on(&rig.replica).await;
-    let lost: Vec<i64> = acked.iter().copied().filter(|id| !on_new.contains(id)).collect();
+    let lost: Vec<i64> = acked
+        .iter()
+        .copied()
+        .filter(|id| !on_new.contains(id))
+        .collect();
     println!(
         "sync: {} acked rows, {} lost; test took {:?}",
         acked.len(),
@@ -491,7 +543,11 @@ async fn promotes_replica_when_primary_dies_sync() {
     );
     // Nothing the writer acked while the old primary was back went to it.
     let on_old = ids_on(&rig.primary).await;
-    let leaked: Vec<i64> = on_old.iter().copied().filter(|id| *id > acked_at_return).collect();
+    let leaked: Vec<i64> = on_old
+        .iter()
+        .copied()
+        .filter(|id| *id > acked_at_return)
+        .collect();
     assert!(
         leaked.is_empty(),
         "rows written after the old primary returned reached it: {leaked:?}"
@@ -500,6 +556,32 @@ async fn promotes_replica_when_primary_dies_sync() {
         "sync: old primary holds {} rows (acked before the crash: {})",
         on_old.len(),
         at_crash.len()
+    );
+
+    // Last, so that everything above is checked even while this fails: one
+    // failover is one promotion and one fence. The fence ends every client
+    // session on the old primary, homeostat's own collector connection
+    // included; the collector's next scrape fails on that dead connection
+    // (`up` 0 for a round), which re-fires PostgresPrimaryDown (another
+    // promotion, which fences again) and resolves then re-fires
+    // PostgresTwoPrimaries (another fence): a loop every ~2s, for ever.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let promotions = rig.runs("promote-replica").await;
+    let fences = rig.runs("fence-returning-primary").await;
+    let states = |runs: &[Value]| runs.iter().map(|r| r["state"].clone()).collect::<Vec<_>>();
+    println!(
+        "sync: runs by the end: promote-replica {:?}, fence-returning-primary {:?}",
+        states(&promotions),
+        states(&fences)
+    );
+    assert!(
+        promotions.len() == 1 && fences.len() == 1,
+        "one failover must be one promotion and one fence, got {} promotions and {} fences \
+         (the fence's pg_terminate_backend ends homeostat's own collector session; see the \
+         'terminating connection due to administrator command' scrape errors)\n{}",
+        promotions.len(),
+        fences.len(),
+        rig.homeostat.process.log()
     );
 }
 
@@ -539,7 +621,11 @@ async fn async_loss_is_reported_within_rpo() {
     let acked = writer.acked();
     writer.stop().await;
     let on_new = ids_on(&rig.replica).await;
-    let lost: Vec<i64> = acked.iter().copied().filter(|id| !on_new.contains(id)).collect();
+    let lost: Vec<i64> = acked
+        .iter()
+        .copied()
+        .filter(|id| !on_new.contains(id))
+        .collect();
     let last_second = at_crash.len() - before.len();
     println!(
         "async: {} rows acked before the crash, {} in its last second; {} acked rows lost {:?}; \
@@ -560,7 +646,11 @@ async fn async_loss_is_reported_within_rpo() {
         lost.iter().all(|id| *id > floor && *id <= ceiling),
         "lost rows outside the last second before the crash ({floor}..={ceiling}): {lost:?}"
     );
-    assert!(lost.len() <= last_second, "lost {} > {last_second}", lost.len());
+    assert!(
+        lost.len() <= last_second,
+        "lost {} > {last_second}",
+        lost.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -577,14 +667,20 @@ async fn promotion_refused_beyond_rpo_pages_human() {
     else {
         return;
     };
-    let writer = Writer::start(format!("postgres://postgres@{}/postgres", rig.haproxy.write_addr));
+    let writer = Writer::start(format!(
+        "postgres://postgres@{}/postgres",
+        rig.haproxy.write_addr
+    ));
     wait_acked(&writer, 100, Duration::from_secs(30)).await;
     let mut rep = connect(&rig.replica.url("postgres")).await;
     exec(&mut rep, "SELECT pg_wal_replay_pause()").await;
     let _ = rep.close().await;
     let n = writer.acked().len();
     tokio::time::sleep(Duration::from_secs(4)).await;
-    assert!(writer.acked().len() > n + 50, "the writer should keep writing");
+    assert!(
+        writer.acked().len() > n + 50,
+        "the writer should keep writing"
+    );
     crash_postgres(&mut rig.primary);
     let run = rig
         .wait_run(
@@ -599,7 +695,10 @@ async fn promotion_refused_beyond_rpo_pages_human() {
     let err = step["error"].as_str().unwrap_or_default();
     assert!(err.contains("beyond the RPO"), "{err}");
     println!("rpo: step refused: {err}");
-    assert!(in_recovery(&rig.replica).await, "the replica must not be promoted");
+    assert!(
+        in_recovery(&rig.replica).await,
+        "the replica must not be promoted"
+    );
     assert_eq!(
         rig.haproxy.active_write_server().await.as_deref(),
         Some("primary"),
@@ -613,7 +712,10 @@ async fn promotion_refused_beyond_rpo_pages_human() {
     assert!(ok, "no escalation reached the webhook\n{}", rig.logs());
     let page = &rig.hook.escalations()[0];
     assert_eq!(page["version"], "4");
-    assert_eq!(page["alerts"][0]["labels"]["playbook"], "promote-replica", "{page:#}");
+    assert_eq!(
+        page["alerts"][0]["labels"]["playbook"], "promote-replica",
+        "{page:#}"
+    );
     assert_eq!(page["alerts"][0]["labels"]["target"], "primary", "{page:#}");
     assert_eq!(
         page["alerts"][0]["annotations"]["run_id"], run["id"],
@@ -674,7 +776,10 @@ steps:
     };
     rig.wait_haproxy(READ_BACKEND, "replica", &["up"], Duration::from_secs(10))
         .await;
-    let writer = Writer::start(format!("postgres://postgres@{}/postgres", rig.haproxy.write_addr));
+    let writer = Writer::start(format!(
+        "postgres://postgres@{}/postgres",
+        rig.haproxy.write_addr
+    ));
     wait_acked(&writer, 50, Duration::from_secs(30)).await;
     let mut rep = connect(&rig.replica.url("postgres")).await;
     exec(&mut rep, "SELECT pg_wal_replay_pause()").await;
@@ -688,17 +793,29 @@ steps:
         )
         .await;
     assert_eq!(ejected["state"], "succeeded", "{ejected:#}\n{}", rig.logs());
-    assert_eq!(ejected["steps"][0]["output"]["changed"], true, "{ejected:#}");
     assert_eq!(
-        rig.haproxy.server_state(READ_BACKEND, "replica").await.as_deref(),
+        ejected["steps"][0]["output"]["changed"], true,
+        "{ejected:#}"
+    );
+    assert_eq!(
+        rig.haproxy
+            .server_state(READ_BACKEND, "replica")
+            .await
+            .as_deref(),
         Some("maint")
     );
     assert_ne!(
-        rig.haproxy.server_state(READ_BACKEND, "primary").await.as_deref(),
+        rig.haproxy
+            .server_state(READ_BACKEND, "primary")
+            .await
+            .as_deref(),
         Some("maint"),
         "the other reader stays in service"
     );
-    println!("lag: replica ejected {:?} after replay was paused", paused.elapsed());
+    println!(
+        "lag: replica ejected {:?} after replay was paused",
+        paused.elapsed()
+    );
 
     exec(&mut rep, "SELECT pg_wal_replay_resume()").await;
     let resumed = Instant::now();
@@ -709,11 +826,22 @@ steps:
             Duration::from_secs(30),
         )
         .await;
-    assert_eq!(restored["state"], "succeeded", "{restored:#}\n{}", rig.logs());
-    assert_eq!(restored["steps"][0]["output"]["changed"], true, "{restored:#}");
+    assert_eq!(
+        restored["state"],
+        "succeeded",
+        "{restored:#}\n{}",
+        rig.logs()
+    );
+    assert_eq!(
+        restored["steps"][0]["output"]["changed"], true,
+        "{restored:#}"
+    );
     rig.wait_haproxy(READ_BACKEND, "replica", &["up"], Duration::from_secs(10))
         .await;
-    println!("lag: replica restored {:?} after replay resumed", resumed.elapsed());
+    println!(
+        "lag: replica restored {:?} after replay resumed",
+        resumed.elapsed()
+    );
 
     for r in [&ejected, &restored] {
         let audit: Vec<&str> = r["audit"]

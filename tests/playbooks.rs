@@ -80,7 +80,11 @@ async fn guards_each_stop_an_action_that_would_otherwise_run() {
     let d = books.path();
     let out = d.join("out.txt");
     let webhook = format!("  webhook: {{token: {TOKEN}}}");
-    write(d, "cool.yml", &append_playbook("cool", &webhook, "  cooldown: 1h", &out));
+    write(
+        d,
+        "cool.yml",
+        &append_playbook("cool", &webhook, "  cooldown: 1h", &out),
+    );
     write(
         d,
         "capped.yml",
@@ -110,45 +114,83 @@ async fn guards_each_stop_an_action_that_would_otherwise_run() {
     // Cooldown: per target, after a run that acted.
     let (s, r) = hook(&h, "cool", "a", TOKEN).await;
     assert_eq!(s, 202, "{r}");
-    h.wait_run_state(r["data"]["id"].as_str().unwrap(), &["succeeded"], Duration::from_secs(10))
-        .await;
+    h.wait_run_state(
+        r["data"]["id"].as_str().unwrap(),
+        &["succeeded"],
+        Duration::from_secs(10),
+    )
+    .await;
     let (_, r2) = hook(&h, "cool", "a", TOKEN).await;
     assert_eq!(r2["data"]["state"], "skipped", "{r2}");
-    assert!(r2["data"]["reason"].as_str().unwrap().contains("cooldown"), "{r2}");
+    assert!(
+        r2["data"]["reason"].as_str().unwrap().contains("cooldown"),
+        "{r2}"
+    );
     let (_, r3) = hook(&h, "cool", "b", TOKEN).await;
-    h.wait_run_state(r3["data"]["id"].as_str().unwrap(), &["succeeded"], Duration::from_secs(10))
-        .await;
+    h.wait_run_state(
+        r3["data"]["id"].as_str().unwrap(),
+        &["succeeded"],
+        Duration::from_secs(10),
+    )
+    .await;
 
     // Rate limit: at most two runs per window for the playbook.
     for t in ["a", "b"] {
         let (_, r) = hook(&h, "capped", t, TOKEN).await;
-        h.wait_run_state(r["data"]["id"].as_str().unwrap(), &["succeeded"], Duration::from_secs(10))
-            .await;
+        h.wait_run_state(
+            r["data"]["id"].as_str().unwrap(),
+            &["succeeded"],
+            Duration::from_secs(10),
+        )
+        .await;
     }
     let (_, r) = hook(&h, "capped", "c", TOKEN).await;
     assert_eq!(r["data"]["state"], "skipped");
-    assert!(r["data"]["reason"].as_str().unwrap().contains("at the limit of 2"), "{r}");
+    assert!(
+        r["data"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("at the limit of 2"),
+        "{r}"
+    );
 
     // Dedup: one run per (playbook, target) at a time.
     let (_, first) = hook(&h, "slow", "a", TOKEN).await;
     let (_, second) = hook(&h, "slow", "a", TOKEN).await;
     assert_eq!(second["data"]["state"], "skipped", "{second}");
-    assert!(second["data"]["reason"].as_str().unwrap().contains("still"), "{second}");
-    h.wait_run_state(first["data"]["id"].as_str().unwrap(), &["succeeded"], Duration::from_secs(10))
-        .await;
+    assert!(
+        second["data"]["reason"].as_str().unwrap().contains("still"),
+        "{second}"
+    );
+    h.wait_run_state(
+        first["data"]["id"].as_str().unwrap(),
+        &["succeeded"],
+        Duration::from_secs(10),
+    )
+    .await;
 
     // Dry run: described and recorded, nothing touched.
     let before = lines(&out).len();
     let (s, dry) = h
-        .post("/api/v1/playbooks/cool/run", json!({"target": "z", "dry_run": true}))
+        .post(
+            "/api/v1/playbooks/cool/run",
+            json!({"target": "z", "dry_run": true}),
+        )
         .await;
     assert_eq!(s, 200, "{dry}");
     let done = h
-        .wait_run_state(dry["data"]["id"].as_str().unwrap(), &["succeeded"], Duration::from_secs(10))
+        .wait_run_state(
+            dry["data"]["id"].as_str().unwrap(),
+            &["succeeded"],
+            Duration::from_secs(10),
+        )
         .await;
     assert_eq!(done["dry_run"], true);
     assert_eq!(done["steps"][0]["state"], "dry_run");
-    assert!(done["steps"][0]["output"]["would"].as_str().unwrap().contains("run [\"/bin/sh\""));
+    assert!(done["steps"][0]["output"]["would"]
+        .as_str()
+        .unwrap()
+        .contains("run [\"/bin/sh\""));
     assert_eq!(lines(&out).len(), before);
 
     // Approval: nothing happens until approved; denied runs never act;
@@ -158,20 +200,28 @@ async fn guards_each_stop_an_action_that_would_otherwise_run() {
     assert_eq!(wait["data"]["state"], "awaiting_approval");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!lines(&out).contains(&"gated a".to_string()));
-    let (s, ok) = h.post(&format!("/api/v1/runs/{id}/approve"), json!({})).await;
+    let (s, ok) = h
+        .post(&format!("/api/v1/runs/{id}/approve"), json!({}))
+        .await;
     assert_eq!(s, 200, "{ok}");
-    let done = h.wait_run_state(&id, &["succeeded"], Duration::from_secs(10)).await;
+    let done = h
+        .wait_run_state(&id, &["succeeded"], Duration::from_secs(10))
+        .await;
     assert_eq!(done["decided_by"], "e2e");
     assert!(lines(&out).contains(&"gated a".to_string()));
-    let (s, _) = h.post(&format!("/api/v1/runs/{id}/approve"), json!({})).await;
+    let (s, _) = h
+        .post(&format!("/api/v1/runs/{id}/approve"), json!({}))
+        .await;
     assert_eq!(s, 409, "a decided run cannot be decided again");
     let (_, wait) = hook(&h, "gated", "b", TOKEN).await;
     let id = wait["data"]["id"].as_str().unwrap().to_string();
     h.post(&format!("/api/v1/runs/{id}/deny"), json!({})).await;
-    h.wait_run_state(&id, &["denied"], Duration::from_secs(5)).await;
+    h.wait_run_state(&id, &["denied"], Duration::from_secs(5))
+        .await;
     let (_, wait) = hook(&h, "hasty", "a", TOKEN).await;
     let id = wait["data"]["id"].as_str().unwrap().to_string();
-    h.wait_run_state(&id, &["expired"], Duration::from_secs(10)).await;
+    h.wait_run_state(&id, &["expired"], Duration::from_secs(10))
+        .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let all = lines(&out);
     assert!(!all.contains(&"gated b".to_string()) && !all.contains(&"hasty a".to_string()));
@@ -181,7 +231,10 @@ async fn guards_each_stop_an_action_that_would_otherwise_run() {
     assert_eq!(s, 200);
     let (_, r) = hook(&h, "cool", "p", TOKEN).await;
     assert_eq!(r["data"]["state"], "skipped");
-    assert!(r["data"]["reason"].as_str().unwrap().contains("paused"), "{r}");
+    assert!(
+        r["data"]["reason"].as_str().unwrap().contains("paused"),
+        "{r}"
+    );
     h.post("/api/v1/resume", json!({})).await;
 
     // A wrong token changes nothing.
@@ -257,13 +310,20 @@ steps:
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     h.kill_and_restart().await;
-    let done = h.wait_run_state(&id, &["succeeded"], Duration::from_secs(20)).await;
+    let done = h
+        .wait_run_state(&id, &["succeeded"], Duration::from_secs(20))
+        .await;
     assert_eq!(lines(&out), ["one", "two"], "{done:#}");
     let states: Vec<(String, String)> = done["steps"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| (s["name"].as_str().unwrap().into(), s["state"].as_str().unwrap().into()))
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().into(),
+                s["state"].as_str().unwrap().into(),
+            )
+        })
         .collect();
     assert_eq!(
         states,
@@ -313,13 +373,26 @@ steps:
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     h.kill_and_restart().await;
-    let done = h.wait_run_state(&id, &["interrupted"], Duration::from_secs(10)).await;
-    assert!(done["reason"].as_str().unwrap().contains("not declared idempotent"));
+    let done = h
+        .wait_run_state(&id, &["interrupted"], Duration::from_secs(10))
+        .await;
+    assert!(done["reason"]
+        .as_str()
+        .unwrap()
+        .contains("not declared idempotent"));
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(lines(&out), ["start"], "the step must not run again");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !sink.bodies().iter().any(|b| b["alerts"][0]["labels"]["alertname"] == "HomeostatPlaybookEscalation") {
-        assert!(Instant::now() < deadline, "no escalation: {:?}", sink.bodies());
+    while !sink
+        .bodies()
+        .iter()
+        .any(|b| b["alerts"][0]["labels"]["alertname"] == "HomeostatPlaybookEscalation")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no escalation: {:?}",
+            sink.bodies()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -365,7 +438,11 @@ on_failure:
     for t in ["a", "b"] {
         let (_, r) = hook(&h, "flaky", t, TOKEN).await;
         let done = h
-            .wait_run_state(r["data"]["id"].as_str().unwrap(), &["escalated"], Duration::from_secs(10))
+            .wait_run_state(
+                r["data"]["id"].as_str().unwrap(),
+                &["escalated"],
+                Duration::from_secs(10),
+            )
             .await;
         assert_eq!(done["verify"]["held"], false, "{done:#}");
         assert_eq!(done["steps"][1]["phase"], "rollback");
@@ -374,17 +451,35 @@ on_failure:
     // The breaker is open: the next trigger is refused and pages.
     let (_, r) = hook(&h, "flaky", "c", TOKEN).await;
     assert_eq!(r["data"]["state"], "skipped");
-    assert!(r["data"]["reason"].as_str().unwrap().contains("breaker is open"), "{r}");
+    assert!(
+        r["data"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("breaker is open"),
+        "{r}"
+    );
     let list = homeostat_e2e::get_json(&format!("http://{}/api/v1/playbooks", h.addr)).await;
-    assert!(list["data"]["playbooks"][0]["breaker_open_since_ms"].is_i64(), "{list}");
+    assert!(
+        list["data"]["playbooks"][0]["breaker_open_since_ms"].is_i64(),
+        "{list}"
+    );
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let summaries: Vec<String> = sink
             .bodies()
             .iter()
-            .map(|b| b["alerts"][0]["annotations"]["summary"].as_str().unwrap_or("").to_string())
+            .map(|b| {
+                b["alerts"][0]["annotations"]["summary"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string()
+            })
             .collect();
-        if summaries.iter().filter(|s| s.contains("did not hold")).count() == 2
+        if summaries
+            .iter()
+            .filter(|s| s.contains("did not hold"))
+            .count()
+            == 2
             && summaries.iter().any(|s| s.contains("stopped"))
         {
             // Alertmanager's webhook v4 shape, so existing receivers work.
@@ -414,14 +509,19 @@ async fn a_firing_alert_starts_its_playbook() {
         "groups:\n  - name: t\n    interval: 1s\n    rules:\n      - alert: TargetDown\n        expr: up{job=\"t\"} == 0\n        labels: {severity: critical}\n",
     );
     let trigger = "  alert: TargetDown\n  matchers: ['severity=\"critical\"']";
-    write(d, "restart.yml", &append_playbook("restart", trigger, "  cooldown: 1m", &out));
+    write(
+        d,
+        "restart.yml",
+        &append_playbook("restart", trigger, "  cooldown: 1m", &out),
+    );
     let extra = format!(
         "rule_files: ['{}/rules.yaml']\nscrape_configs:\n  - job_name: t\n    static_configs:\n      - targets: ['{}']\n",
         d.display(),
         target.addr
     );
     let h = Homeostat::start(&config(d, &extra)).await;
-    h.wait_value("up{job=\"t\"} == 1", Duration::from_secs(10)).await;
+    h.wait_value("up{job=\"t\"} == 1", Duration::from_secs(10))
+        .await;
     target.set(Behavior::Status(500));
     let deadline = Instant::now() + Duration::from_secs(15);
     while lines(&out).is_empty() {
@@ -457,7 +557,10 @@ fn playbook_check_names_file_line_and_field() {
         .unwrap();
     let text = String::from_utf8_lossy(&o.stdout);
     assert_eq!(o.status.code(), Some(1), "{text}");
-    assert!(text.contains("SUCCESS: ") && text.contains("good.yml is valid"), "{text}");
+    assert!(
+        text.contains("SUCCESS: ") && text.contains("good.yml is valid"),
+        "{text}"
+    );
     for want in [
         "bad.yml:1:1: target: missing target",
         "bad.yml:6:5: steps[0].action: unknown action \"reboot\"",

@@ -53,7 +53,11 @@ async fn pattern_flush_removes_exactly_the_namespace_without_blocking_redis() {
     };
     let mut c = redis_conn(addr).await;
     // 100k keys: 60k in the poisoned namespace, 40k that must survive.
-    for (prefix, n) in [("sess:poisoned:", 60_000), ("sess:ok:", 20_000), ("model:", 20_000)] {
+    for (prefix, n) in [
+        ("sess:poisoned:", 60_000),
+        ("sess:ok:", 20_000),
+        ("model:", 20_000),
+    ] {
         for chunk in (0..n).collect::<Vec<u32>>().chunks(5000) {
             let mut p = redis::pipe();
             for i in chunk {
@@ -80,10 +84,17 @@ async fn pattern_flush_removes_exactly_the_namespace_without_blocking_redis() {
 
     // The key-count guard refuses before touching anything.
     let (_, r) = h
-        .post("/api/v1/playbooks/flush-guarded/run", json!({"target": "poisoned"}))
+        .post(
+            "/api/v1/playbooks/flush-guarded/run",
+            json!({"target": "poisoned"}),
+        )
         .await;
     let done = h
-        .wait_run_state(r["data"]["id"].as_str().unwrap(), &["escalated", "failed"], Duration::from_secs(30))
+        .wait_run_state(
+            r["data"]["id"].as_str().unwrap(),
+            &["escalated", "failed"],
+            Duration::from_secs(30),
+        )
         .await;
     assert_eq!(done["steps"][0]["state"], "refused", "{done:#}");
     assert_eq!(count(&mut c, "sess:poisoned:*").await, 60_000);
@@ -115,7 +126,11 @@ async fn pattern_flush_removes_exactly_the_namespace_without_blocking_redis() {
         .post("/api/v1/playbooks/flush/run", json!({"target": "poisoned"}))
         .await;
     let done = h
-        .wait_run_state(r["data"]["id"].as_str().unwrap(), &["succeeded"], Duration::from_secs(120))
+        .wait_run_state(
+            r["data"]["id"].as_str().unwrap(),
+            &["succeeded"],
+            Duration::from_secs(120),
+        )
         .await;
     let took = t.elapsed();
     let (worst, pings) = probe.await.unwrap();
@@ -154,7 +169,9 @@ async fn breakers_open_half_open_close_publish_and_survive_restarts() {
         use futures_util::StreamExt;
         while let Some(m) = stream.next().await {
             let p: String = m.get_payload().unwrap_or_default();
-            s2.lock().unwrap().push(serde_json::from_str(&p).unwrap_or_default());
+            s2.lock()
+                .unwrap()
+                .push(serde_json::from_str(&p).unwrap_or_default());
         }
     });
     let mut h = Homeostat::start(&config(books.path(), &extra)).await;
@@ -177,7 +194,10 @@ async fn breakers_open_half_open_close_publish_and_survive_restarts() {
         assert_eq!(report("failure").await["data"]["state"], "closed");
     }
     let v = report("failure").await;
-    assert_eq!((v["data"]["state"].as_str(), v["data"]["allow"].as_bool()), (Some("open"), Some(false)));
+    assert_eq!(
+        (v["data"]["state"].as_str(), v["data"]["allow"].as_bool()),
+        (Some("open"), Some(false))
+    );
     tokio::time::sleep(Duration::from_millis(1300)).await;
     let v = get_json(&base).await;
     assert_eq!(v["data"]["state"], "half_open", "{v}");
@@ -192,12 +212,21 @@ async fn breakers_open_half_open_close_publish_and_survive_restarts() {
             .lock()
             .unwrap()
             .iter()
-            .map(|m| (m["from"].as_str().unwrap_or("").into(), m["to"].as_str().unwrap_or("").into()))
+            .map(|m| {
+                (
+                    m["from"].as_str().unwrap_or("").into(),
+                    m["to"].as_str().unwrap_or("").into(),
+                )
+            })
             .collect();
-        let want: Vec<(String, String)> = [("closed", "open"), ("open", "half_open"), ("half_open", "closed")]
-            .iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect();
+        let want: Vec<(String, String)> = [
+            ("closed", "open"),
+            ("open", "half_open"),
+            ("half_open", "closed"),
+        ]
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
         if got == want {
             break;
         }
@@ -213,10 +242,22 @@ async fn breakers_open_half_open_close_publish_and_survive_restarts() {
     h.restart().await;
     let v = get_json(&format!("http://{}/api/v1/breakers/vector-db", h.addr)).await;
     assert_eq!(v["data"]["state"], "open", "{v}");
-    let t = get_json(&format!("http://{}/api/v1/breakers/llm-api/transitions", h.addr)).await;
+    let t = get_json(&format!(
+        "http://{}/api/v1/breakers/llm-api/transitions",
+        h.addr
+    ))
+    .await;
     assert_eq!(t["data"].as_array().unwrap().len(), 3, "{t}");
-    let metrics = reqwest::get(format!("http://{}/metrics", h.addr)).await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("homeostat_breaker_state{breaker=\"vector-db\",state=\"open\"} 1"), "{metrics}");
+    let metrics = reqwest::get(format!("http://{}/metrics", h.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("homeostat_breaker_state{breaker=\"vector-db\",state=\"open\"} 1"),
+        "{metrics}"
+    );
     listener.abort();
 }
 
@@ -250,29 +291,56 @@ async fn scale_raises_the_container_app_floor_within_limits() {
     assert_eq!(arm.scale_of("llm"), (1, 10));
     // +2 from 1: 3, once ARM says the app is provisioned again.
     let (_, r) = h
-        .post("/api/v1/playbooks/scale-llm/run", json!({"target": "llm", "labels": {"step": "+2"}}))
+        .post(
+            "/api/v1/playbooks/scale-llm/run",
+            json!({"target": "llm", "labels": {"step": "+2"}}),
+        )
         .await;
     let done = h
-        .wait_run_state(r["data"]["id"].as_str().unwrap(), &["succeeded"], Duration::from_secs(30))
+        .wait_run_state(
+            r["data"]["id"].as_str().unwrap(),
+            &["succeeded"],
+            Duration::from_secs(30),
+        )
         .await;
     let out = &done["steps"][0]["output"];
-    assert_eq!((out["from"].as_u64(), out["to"].as_u64()), (Some(1), Some(3)), "{out}");
+    assert_eq!(
+        (out["from"].as_u64(), out["to"].as_u64()),
+        (Some(1), Some(3)),
+        "{out}"
+    );
     assert_eq!(out["provisioning_state"], "Succeeded");
     assert_eq!(arm.scale_of("llm"), (3, 10));
     // x4 would be 12: clamped to max 4, and to max_step 2 from 3 → 4.
     let (_, r) = h
-        .post("/api/v1/playbooks/scale-llm/run", json!({"target": "llm", "labels": {"step": "x4"}}))
+        .post(
+            "/api/v1/playbooks/scale-llm/run",
+            json!({"target": "llm", "labels": {"step": "x4"}}),
+        )
         .await;
     let done = h
-        .wait_run_state(r["data"]["id"].as_str().unwrap(), &["succeeded"], Duration::from_secs(30))
+        .wait_run_state(
+            r["data"]["id"].as_str().unwrap(),
+            &["succeeded"],
+            Duration::from_secs(30),
+        )
         .await;
     assert_eq!(done["steps"][0]["output"]["to"], 4);
-    assert!(done["steps"][0]["output"]["limited"].as_str().unwrap().contains("max 4"));
+    assert!(done["steps"][0]["output"]["limited"]
+        .as_str()
+        .unwrap()
+        .contains("max 4"));
     assert_eq!(arm.scale_of("llm"), (4, 10));
     let patches = arm.patches();
     assert_eq!(patches.len(), 2);
-    assert_eq!(patches[0]["properties"]["template"]["scale"], json!({"minReplicas": 3}));
+    assert_eq!(
+        patches[0]["properties"]["template"]["scale"],
+        json!({"minReplicas": 3})
+    );
     assert!(arm.violations().is_empty(), "{:?}", arm.violations());
-    assert!(arm.requests().iter().all(|r| !r.contains("api-version") || r.contains("2023-05-02-preview")));
+    assert!(arm
+        .requests()
+        .iter()
+        .all(|r| !r.contains("api-version") || r.contains("2023-05-02-preview")));
     let _ = TOKEN;
 }

@@ -547,7 +547,12 @@ impl Homeostat {
     }
 
     /// Waits until run `id` is in one of `states`; returns it with steps.
-    pub async fn wait_run_state(&self, id: &str, states: &[&str], timeout: Duration) -> serde_json::Value {
+    pub async fn wait_run_state(
+        &self,
+        id: &str,
+        states: &[&str],
+        timeout: Duration,
+    ) -> serde_json::Value {
         let deadline = Instant::now() + timeout;
         loop {
             let r = self.run(id).await;
@@ -679,7 +684,9 @@ impl Sink {
             let b = b.clone();
             async move {
                 let v = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-                b.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(v);
+                b.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(v);
                 "ok"
             }
         });

@@ -123,7 +123,9 @@ async fn lag_of(c: &mut PgConnection) -> Result<Lag, ActionError> {
 /// new transaction (persisted with ALTER SYSTEM, so a restart keeps it) and
 /// the open sessions ended. Needs a superuser. A session can still `SET
 /// transaction_read_only = off` on purpose; this fences accidents, which is
-/// what a returning old primary is.
+/// what a returning old primary is. homeostat's own (read-only) sessions
+/// are left alone: ending the collector's would read as the server being
+/// down and re-trigger the failover.
 async fn fence(dsn: &str) -> Result<Value, ActionError> {
     let mut c = connect(dsn, CONNECT_TIMEOUT).await?;
     for sql in [
@@ -137,7 +139,8 @@ async fn fence(dsn: &str) -> Result<Value, ActionError> {
     }
     let ended: i64 = sqlx::query_scalar(
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-         WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",
+         WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() \
+         AND application_name NOT IN ('homeostat', 'homeostat-act')",
     )
     .fetch_one(&mut c)
     .await

@@ -425,9 +425,11 @@ async fn azure(
             )
         }
         // Raising the floor above the ceiling would be refused by ARM.
-        None if min > current_max => return Err(ActionError::Refused(format!(
+        None if min > current_max => {
+            return Err(ActionError::Refused(format!(
             "minReplicas {min} would exceed the app's maxReplicas {current_max}; set max_replicas"
-        ))),
+        )))
+        }
         None => None,
     };
     if min == current_min && max.is_none_or(|m| m == current_max) {
@@ -449,9 +451,11 @@ async fn azure(
             state = s.provisioning_state;
             match state.as_str() {
                 "Succeeded" => break,
-                "Failed" | "Canceled" => return Err(ActionError::Failed(format!(
+                "Failed" | "Canceled" => {
+                    return Err(ActionError::Failed(format!(
                     "Container App {id} provisioning ended {state} after setting minReplicas {min}"
-                ))),
+                )))
+                }
                 _ => {}
             }
             if started.elapsed() + Duration::from_millis(500) >= ctx.timeout {

@@ -519,6 +519,15 @@ fn num(r: &PgRow, i: usize) -> f64 {
 
 impl Collector for PostgresCollector {
     async fn collect(&mut self, out: &mut ScrapeBatch<'_>) -> Result<(), CollectError> {
+        // A kept connection the server ended since the last round (a fence,
+        // idle_session_timeout, a DBA's pg_terminate_backend) must not read
+        // as the server being down: one cheap round trip finds out, and the
+        // round goes on with a fresh connection.
+        if let Some(c) = self.conn.as_mut() {
+            if sqlx::Connection::ping(c).await.is_err() {
+                self.conn = None;
+            }
+        }
         if self.conn.is_none() {
             let opts = self.options()?;
             let conn = PgConnection::connect_with(&opts)
