@@ -802,3 +802,22 @@ verify:
         assert_eq!(hold.as_secs(), 300);
     }
 }
+
+#[cfg(test)]
+mod readme {
+    /// Every ```yml block of the README is a playbook that loads.
+    #[test]
+    fn readme_playbooks_load() {
+        let readme = include_str!("../../../README.md");
+        let mut n = 0;
+        for block in readme.split("```yml\n").skip(1) {
+            let Some((yaml, _)) = block.split_once("```") else {
+                continue;
+            };
+            n += 1;
+            super::load_str(yaml, std::path::Path::new("README.md"), &crate::act::Actions::default())
+                .unwrap_or_else(|e| panic!("README playbook fails to load: {e}\n{yaml}"));
+        }
+        assert!(n >= 1, "README lost its playbook example");
+    }
+}
