@@ -22,13 +22,9 @@ use serde_json::Value;
 use sqlx::{Connection, PgConnection};
 
 /// One test at a time (see the module doc).
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+/// A tokio mutex: each test has its own runtime, and the guard is held
+/// across awaits (a panicking test does not poison it).
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -386,7 +382,7 @@ async fn write_then_crash(rig: &mut Rig, n: usize) -> (Writer, Vec<i64>, Vec<i64
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promotes_replica_when_primary_dies_sync() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let started = Instant::now();
     let Some(mut rig) = Rig::start(
         true,
@@ -587,7 +583,7 @@ async fn promotes_replica_when_primary_dies_sync() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn async_loss_is_reported_within_rpo() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let started = Instant::now();
     let Some(mut rig) = Rig::start(
         false,
@@ -655,7 +651,7 @@ async fn async_loss_is_reported_within_rpo() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promotion_refused_beyond_rpo_pages_human() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let started = Instant::now();
     let Some(mut rig) = Rig::start(
         false,
@@ -732,7 +728,7 @@ async fn promotion_refused_beyond_rpo_pages_human() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lagging_replica_ejected_and_restored() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let started = Instant::now();
     let rules = r#"
 groups:

@@ -570,3 +570,50 @@ fn playbook_check_names_file_line_and_field() {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
     }
 }
+
+#[tokio::test]
+async fn cli_runs_pauses_and_approves_against_a_running_daemon() {
+    let books = tempfile::tempdir().unwrap();
+    let d = books.path();
+    let out = d.join("out.txt");
+    write(
+        d,
+        "gated.yml",
+        &append_playbook("gated", "  manual: true", "  approval: {timeout: 1m}", &out),
+    );
+    let h = Homeostat::start(&config(d, "")).await;
+    let url = format!("http://{}", h.addr);
+    let cli = |args: &[&str]| {
+        let o = std::process::Command::new(homeostat_bin())
+            .arg("playbook")
+            .args(args)
+            .args(["--url", &url, "--as", "alice"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        (o.status.code(), serde_json::from_str::<Value>(&text).unwrap_or(Value::Null), text)
+    };
+    // A dry run needs no approval and touches nothing.
+    let (code, v, text) = cli(&["run", "gated", "--target", "x", "--dry-run"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(v["data"]["dry_run"], true);
+    // A real one waits for a person.
+    let (_, v, _) = cli(&["run", "gated", "--target", "y"]);
+    let id = v["data"]["id"].as_str().unwrap().to_string();
+    assert_eq!(v["data"]["state"], "awaiting_approval");
+    let (_, v, _) = cli(&["runs", "--state", "awaiting_approval"]);
+    assert_eq!(v["data"][0]["id"], id.as_str());
+    let (code, _, text) = cli(&["approve", &id]);
+    assert_eq!(code, Some(0), "{text}");
+    let done = h.wait_run_state(&id, &["succeeded"], Duration::from_secs(10)).await;
+    assert_eq!(done["decided_by"], "alice");
+    assert_eq!(lines(&out), ["gated y"]);
+    let (_, v, _) = cli(&["show", &id]);
+    assert_eq!(v["data"]["steps"][0]["state"], "ok");
+    let (code, _, _) = cli(&["pause"]);
+    assert_eq!(code, Some(0));
+    let (_, v, _) = cli(&["list"]);
+    assert_eq!(v["data"]["paused"], true);
+    let (code, _, text) = cli(&["run", "nope", "--target", "x"]);
+    assert_eq!(code, Some(1), "{text}");
+}

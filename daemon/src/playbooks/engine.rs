@@ -675,7 +675,8 @@ impl PlaybookEngine {
         every: Duration,
         stop: CancellationToken,
     ) {
-        let mut since: HashMap<String, (i64, bool, Vec<(String, String)>, f64)> = HashMap::new();
+        // Per series: since when it holds, and whether it already triggered.
+        let mut since: HashMap<String, (i64, bool)> = HashMap::new();
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
@@ -718,8 +719,7 @@ impl PlaybookEngine {
             for (labels, v) in samples {
                 let key = format!("{labels:?}");
                 seen.insert(key.clone());
-                let e = since.entry(key).or_insert((now, false, labels.clone(), v));
-                e.3 = v;
+                let e = since.entry(key).or_insert((now, false));
                 if !e.1 && now - e.0 >= hold.as_millis() as i64 {
                     e.1 = true;
                     let req = TriggerRequest {

@@ -815,8 +815,12 @@ mod readme {
                 continue;
             };
             n += 1;
-            super::load_str(yaml, std::path::Path::new("README.md"), &crate::act::Actions::default())
-                .unwrap_or_else(|e| panic!("README playbook fails to load: {e}\n{yaml}"));
+            super::load_str(
+                yaml,
+                std::path::Path::new("README.md"),
+                &crate::act::Actions::default(),
+            )
+            .unwrap_or_else(|e| panic!("README playbook fails to load: {e}\n{yaml}"));
         }
         assert!(n >= 1, "README lost its playbook example");
     }

@@ -19,7 +19,7 @@ pub use engine::{EngineError, PlaybookEngine, TriggerRequest};
 pub use file::{load_all, load_file, Playbook};
 
 /// The `playbooks:` section.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PlaybooksConfig {
     /// Start with automatic runs paused (a pause set through the API is
@@ -34,17 +34,6 @@ pub struct PlaybooksConfig {
     /// Also send info-level notices when a run starts, waits for approval
     /// and succeeds (default false: only failures page).
     pub notify_lifecycle: bool,
-}
-
-impl Default for PlaybooksConfig {
-    fn default() -> Self {
-        PlaybooksConfig {
-            paused: false,
-            dry_run: false,
-            escalation: EscalationConfig::default(),
-            notify_lifecycle: false,
-        }
-    }
 }
 
 impl PlaybooksConfig {
