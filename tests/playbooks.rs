@@ -591,7 +591,11 @@ async fn cli_runs_pauses_and_approves_against_a_running_daemon() {
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&o.stdout).into_owned();
-        (o.status.code(), serde_json::from_str::<Value>(&text).unwrap_or(Value::Null), text)
+        (
+            o.status.code(),
+            serde_json::from_str::<Value>(&text).unwrap_or(Value::Null),
+            text,
+        )
     };
     // A dry run needs no approval and touches nothing.
     let (code, v, text) = cli(&["run", "gated", "--target", "x", "--dry-run"]);
@@ -605,7 +609,9 @@ async fn cli_runs_pauses_and_approves_against_a_running_daemon() {
     assert_eq!(v["data"][0]["id"], id.as_str());
     let (code, _, text) = cli(&["approve", &id]);
     assert_eq!(code, Some(0), "{text}");
-    let done = h.wait_run_state(&id, &["succeeded"], Duration::from_secs(10)).await;
+    let done = h
+        .wait_run_state(&id, &["succeeded"], Duration::from_secs(10))
+        .await;
     assert_eq!(done["decided_by"], "alice");
     assert_eq!(lines(&out), ["gated y"]);
     let (_, v, _) = cli(&["show", &id]);
