@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use homeostat_e2e::arm::{ArmStandIn, TOKEN};
+use homeostat_e2e::arm::ArmStandIn;
 use homeostat_e2e::db::start_redis;
 use homeostat_e2e::{get_json, Homeostat};
 use serde_json::json;
@@ -342,5 +342,4 @@ async fn scale_raises_the_container_app_floor_within_limits() {
         .requests()
         .iter()
         .all(|r| !r.contains("api-version") || r.contains("2023-05-02-preview")));
-    let _ = TOKEN;
 }

@@ -308,13 +308,12 @@ impl PlaybookEngine {
     /// start, after the first [`PlaybookEngine::apply`].
     pub async fn recover(&self) -> Result<(), StateError> {
         let cfg_paused = self.inner.cfg.read().paused;
-        for (key, value, at, _) in self.inner.db.flags().await? {
+        for (key, _, at, _) in self.inner.db.flags().await? {
             if key == GLOBAL_PAUSE {
                 self.inner.paused_all.store(true, Ordering::Release);
             } else if let Some(p) = key.strip_prefix("pause:") {
                 self.inner.paused.lock().insert(p.to_string());
             } else if let Some(p) = key.strip_prefix("breaker:") {
-                let _ = value;
                 self.inner.tripped.lock().insert(p.to_string(), at);
                 self.inner
                     .metrics
@@ -960,7 +959,7 @@ impl PlaybookEngine {
     async fn drive(
         &self,
         pb: Arc<Playbook>,
-        mut run: RunRecord,
+        run: RunRecord,
         start: Start,
     ) -> Result<(), StateError> {
         let db = &self.inner.db;
@@ -976,7 +975,6 @@ impl PlaybookEngine {
                 None => return Ok(()),
             }
         }
-        run.started_ms = Some(now_ms());
         if !matches!(start, Start::Rollback(_)) {
             db.set_run_started(&run.id, now_ms()).await?;
         }

@@ -425,7 +425,7 @@ impl PlaybookSpec {
             ));
         } else if let Some(name) = &t.alert {
             let mut matchers = Vec::new();
-            if !crate::collect::relabel::valid_label_name(name) && name.is_empty() {
+            if name.is_empty() {
                 issues.push(ConfigIssue::at_path("trigger.alert", "must name an alert"));
             }
             for (i, m) in t.matchers.iter().enumerate() {

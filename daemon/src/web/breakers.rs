@@ -2,9 +2,7 @@
 //! cacheable read (`ETag`, `Cache-Control: max-age=1`, `304` on
 //! `If-None-Match`), outcome reports, and a manual state change.
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{Path, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -14,7 +12,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::api::{success, ApiError};
-use super::{authorize, constant_time_eq, AppState};
+use super::{authorize, bearer_is, peer, AppState};
 use crate::act::breaker::{BreakerView, State as BState};
 
 pub fn router() -> Router<AppState> {
@@ -89,13 +87,7 @@ async fn report(
     Json(b): Json<ReportBody>,
 ) -> Response {
     if let Some(token) = s.breakers.report_token() {
-        let given = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
+        if !bearer_is(&parts.headers, &token) {
             return ApiError {
                 status: StatusCode::UNAUTHORIZED,
                 error_type: "unauthorized",
@@ -135,11 +127,7 @@ async fn set_state(
     parts: Parts,
     Json(b): Json<StateBody>,
 ) -> Response {
-    let peer = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0);
-    let who = match authorize(&s, &parts.headers, peer) {
+    let who = match authorize(&s, &parts.headers, peer(&parts)) {
         Ok(w) => w,
         Err(r) => return r,
     };

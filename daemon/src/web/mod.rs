@@ -153,12 +153,7 @@ pub(crate) fn authorize(
         .to_string();
     match &s.admin_token {
         Some(token) => {
-            let given = headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .unwrap_or("");
-            if constant_time_eq(given.as_bytes(), token.as_bytes()) {
+            if bearer_is(headers, token) {
                 Ok(user)
             } else {
                 Err(api_error(
@@ -184,6 +179,26 @@ fn api_error(status: StatusCode, kind: &'static str, msg: &str) -> Response {
         message: msg.to_string(),
     }
     .into_response()
+}
+
+/// The client's address (set by the server's connect info; absent in
+/// handler tests without a socket).
+pub(crate) fn peer(parts: &axum::http::request::Parts) -> Option<SocketAddr> {
+    parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|c| c.0)
+}
+
+/// Whether the request carries `Authorization: Bearer <token>`, compared in
+/// constant time.
+pub(crate) fn bearer_is(headers: &axum::http::HeaderMap, token: &str) -> bool {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    constant_time_eq(given.as_bytes(), token.as_bytes())
 }
 
 /// Compares without an early exit, so timing does not reveal a prefix.

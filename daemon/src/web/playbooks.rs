@@ -5,11 +5,10 @@
 //! is recorded by the engine with who asked.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -17,7 +16,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::api::{success, ApiError};
-use super::{authorize, constant_time_eq, AppState};
+use super::{authorize, bearer_is, peer, AppState};
 use crate::playbooks::file::Trigger;
 use crate::playbooks::{EngineError, TriggerRequest};
 use crate::state::RunFilter;
@@ -36,13 +35,6 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/runs/{id}/deny", post(deny))
         .route("/api/v1/audit", get(audit))
         .route("/hooks/playbooks/{name}", post(hook))
-}
-
-fn peer(parts: &Parts) -> Option<SocketAddr> {
-    parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0)
 }
 
 fn engine_error(e: EngineError) -> Response {
@@ -279,13 +271,7 @@ async fn hook(
         }
         .into_response();
     };
-    let given = parts
-        .headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
+    if !bearer_is(&parts.headers, token) {
         return ApiError {
             status: StatusCode::UNAUTHORIZED,
             error_type: "unauthorized",
