@@ -10,6 +10,7 @@
 
 mod env;
 pub mod locate;
+mod secret;
 pub mod units;
 
 use std::collections::BTreeMap;
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use secret::Secret;
 pub use units::{ByteSize, PromDuration};
 
 use crate::collect::prometheus::ScrapeConfig;
@@ -66,6 +68,11 @@ pub struct Config {
     pub act: crate::act::ActConfig,
     /// Circuit breakers served to the platform's applications.
     pub breakers: crate::act::BreakersConfig,
+    /// Routing tree, receivers (Slack, PagerDuty, email, webhook),
+    /// inhibition and time intervals, written as in `alertmanager.yml`.
+    pub notify: crate::notify::NotifyConfig,
+    /// Webhooks homeostat accepts: Alertmanager, PagerDuty, Slack.
+    pub hooks: crate::web::hooks::HooksConfig,
 }
 
 /// Settings every job inherits unless it sets its own.
@@ -350,6 +357,8 @@ impl Config {
         self.playbooks.validate("playbooks", v);
         self.act.validate("act", v);
         self.breakers.validate("breakers", v);
+        self.notify.validate("notify", v);
+        self.hooks.validate("hooks", v);
         self.web.validate("web", v);
         self.storage.validate("storage", v);
         self.query.validate("query", v);

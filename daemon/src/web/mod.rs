@@ -10,6 +10,7 @@
 
 mod api;
 mod breakers;
+pub mod hooks;
 mod playbooks;
 mod query;
 mod rules;
