@@ -20,7 +20,9 @@ use crate::act::{ActDeps, BreakerRegistry, Escalator};
 use crate::collect::native::NativeSpec;
 use crate::collect::{now_ms, ScrapeManager};
 use crate::config::{Config, ConfigError, LoadedConfig};
-use crate::notify::AlertmanagerSender;
+use crate::notify::channel::ChannelMetrics;
+use crate::notify::silence::Silences;
+use crate::notify::{AlertmanagerSender, Dispatcher};
 use crate::playbooks::{Playbook, PlaybookEngine};
 use crate::query::Engine;
 use crate::rules::file::GroupSpec;
@@ -271,8 +273,23 @@ impl Daemon {
         breakers.apply(&cfg.breakers);
         breakers.restore(&state.load_breakers().await?);
         tracker.spawn(breakers.clone().run(state.clone(), shutdown.clone()));
-        let escalator = Escalator::new(&mut telemetry.registry, Some(sender.clone()));
-        escalator.apply(&cfg.playbooks.escalation, &cfg.web.external_url());
+        let silences = Silences::new(Some(state.clone()));
+        let restored = silences.restore().await?;
+        let dispatcher = Dispatcher::new(silences, ChannelMetrics::register(&mut telemetry.registry));
+        dispatcher.apply(&cfg.notify, &cfg.web.external_url(), &client);
+        tracing::info!(silences = restored, receivers = cfg.notify.receivers.len(), "notify router ready");
+        tracker.spawn(dispatcher.clone().run(shutdown.clone()));
+        sender.route_locally(dispatcher.clone());
+        let escalator = Escalator::new(
+            &mut telemetry.registry,
+            Some(sender.clone()),
+            Some(dispatcher.clone()),
+        );
+        escalator.apply(
+            &cfg.playbooks.escalation,
+            &cfg.web.external_url(),
+            cfg.playbooks.notify_lifecycle,
+        );
         let deps = act_deps(cfg, &breakers, &escalator, &client);
         let playbooks = PlaybookEngine::new(
             state.clone(),
@@ -310,6 +327,7 @@ impl Daemon {
                 playbooks: playbooks.clone(),
                 breakers: breakers.clone(),
                 admin_token: cfg.web.admin_token.clone(),
+                dispatcher: dispatcher.clone(),
             },
             &cfg.web,
         );
@@ -345,6 +363,7 @@ impl Daemon {
             playbooks: playbooks.clone(),
             breakers,
             escalator,
+            dispatcher,
             client: client.clone(),
         };
         tracker.spawn(reloader.run(reload_rx, shutdown.clone()));
@@ -461,6 +480,7 @@ struct Reloader {
     playbooks: PlaybookEngine,
     breakers: BreakerRegistry,
     escalator: Escalator,
+    dispatcher: Dispatcher,
     client: reqwest::Client,
 }
 
@@ -521,8 +541,15 @@ impl Reloader {
         };
         self.rules.apply(groups, settings).await;
         self.breakers.apply(&new.breakers);
-        self.escalator
-            .apply(&new.playbooks.escalation, &new.web.external_url());
+        self.escalator.apply(
+            &new.playbooks.escalation,
+            &new.web.external_url(),
+            new.playbooks.notify_lifecycle,
+        );
+        if old.notify != new.notify {
+            self.dispatcher
+                .apply(&new.notify, &new.web.external_url(), &self.client);
+        }
         let deps = act_deps(new, &self.breakers, &self.escalator, &self.client);
         self.playbooks.apply(
             books,

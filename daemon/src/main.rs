@@ -59,6 +59,9 @@ enum Command {
     /// (list, run, approve, deny, pause, resume, show runs).
     #[command(subcommand)]
     Playbook(PlaybookCommand),
+    /// Notifications: send a sample through a receiver of the config.
+    #[command(subcommand)]
+    Notify(NotifyCommand),
     /// Print version, git revision and compiler.
     Version,
     /// Run Prometheus promqltest files (load / clear / eval instant at /
@@ -87,6 +90,23 @@ struct ApiArgs {
     /// Who you are, for the audit log (default: $USER).
     #[arg(long = "as", env = "USER", default_value = "cli")]
     user: String,
+}
+
+#[derive(Subcommand)]
+enum NotifyCommand {
+    /// Send a sample notification (one firing test alert) through every
+    /// channel of RECEIVER in the config's `notify.receivers`, with the
+    /// configured timeout and retries, and report each channel's outcome.
+    /// Nothing else starts; no daemon is needed. Exit status: 0 when every
+    /// channel delivered, 1 otherwise (or when the config is invalid or has
+    /// no such receiver).
+    Test {
+        /// Name of a receiver in `notify.receivers`.
+        receiver: String,
+        /// Config file (default: the embedded default config).
+        #[arg(long, short = 'c')]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -258,6 +278,10 @@ fn main() -> ExitCode {
         }
         Command::PromqlTest { files } => promql_test(&files),
         Command::Playbook(cmd) => playbook(cmd),
+        Command::Notify(NotifyCommand::Test { receiver, config }) => {
+            init_logging(&cli.log);
+            notify_test(&receiver, config)
+        }
         Command::Check(CheckCommand::Rules(args)) => check_rules(&args),
         Command::Test(TestCommand::Rules { files }) => test_rules(&files),
         Command::Check(CheckCommand::Config { files }) => {
@@ -608,4 +632,81 @@ fn playbook(cmd: PlaybookCommand) -> ExitCode {
 /// Percent-encodes a path segment or query value.
 fn encode(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// `homeostat notify test RECEIVER`.
+fn notify_test(receiver: &str, config: Option<PathBuf>) -> ExitCode {
+    let loaded = match (homeostat::daemon::RunOptions {
+        config_path: config,
+        listen: None,
+    })
+    .load()
+    {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let cfg = &loaded.config.notify;
+    let Some(rc) = cfg.receivers.iter().find(|r| r.name == receiver) else {
+        let names: Vec<&str> = cfg.receivers.iter().map(|r| r.name.as_str()).collect();
+        eprintln!(
+            "receiver {receiver:?} is not in notify.receivers of {} (there: {})",
+            loaded.source.name(),
+            if names.is_empty() { "none".to_string() } else { names.join(", ") }
+        );
+        return ExitCode::from(1);
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let external = loaded.config.web.external_url();
+    let failed = runtime.block_on(async {
+        let http = match reqwest::Client::builder()
+            .user_agent(concat!("homeostat/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .build()
+        {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("cannot build the HTTP client: {e}");
+                return 1;
+            }
+        };
+        let notifiers = cfg.notifiers(rc, &http);
+        if notifiers.is_empty() {
+            eprintln!("receiver {receiver:?} has no channels");
+            return 1;
+        }
+        let sample = homeostat::notify::channel::Notification::sample(receiver, &external);
+        let mut failed = 0;
+        for n in notifiers {
+            let kind = n.kind();
+            let ch = homeostat::notify::channel::Channel::start(
+                n,
+                1,
+                cfg.retry.clone(),
+                cfg.timeout.0,
+                Default::default(),
+            );
+            match ch.send_now(sample.clone()).await {
+                Ok(()) => println!("OK: {receiver}: {kind}: sample notification delivered"),
+                Err(e) => {
+                    failed += 1;
+                    println!("FAILED: {receiver}: {kind}: {e}");
+                }
+            }
+        }
+        failed
+    });
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }

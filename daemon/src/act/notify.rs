@@ -2,11 +2,14 @@
 //! [`Escalator`] the engine pages a human through when a run fails, a guard
 //! refuses, or a playbook's own breaker trips.
 //!
-//! Until the notify stage grows its own channels (Slack, PagerDuty, email),
-//! a message goes where homeostat's alerts already go: as an alert to the
-//! configured Alertmanagers (so the team's routing pages whoever is on
-//! call) and, in Alertmanager's webhook format v4, to `webhook_urls`. Both
-//! are bounded: a timeout per request, three attempts.
+//! A message about a run goes through the notify stage's routing tree
+//! (label `alertname="HomeostatPlaybookRun"`, with `event`), so Slack,
+//! PagerDuty and email receive it as a team routes it, with Approve / Deny
+//! buttons when it waits for approval. Escalations (and lifecycle notices
+//! with `playbooks.notify_lifecycle`) also go where homeostat's alerts go:
+//! as an alert to the configured Alertmanagers and, in Alertmanager's
+//! webhook format v4, to `webhook_urls`. Both are bounded: a timeout per
+//! request, three attempts.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -91,6 +94,8 @@ pub struct Message {
 #[derive(Clone)]
 pub struct Escalator {
     cfg: Arc<Mutex<EscalationConfig>>,
+    lifecycle: Arc<std::sync::atomic::AtomicBool>,
+    dispatcher: Option<crate::notify::Dispatcher>,
     sender: Option<AlertmanagerSender>,
     http: reqwest::Client,
     external_url: Arc<Mutex<String>>,
@@ -98,7 +103,11 @@ pub struct Escalator {
 }
 
 impl Escalator {
-    pub fn new(registry: &mut Registry, sender: Option<AlertmanagerSender>) -> Self {
+    pub fn new(
+        registry: &mut Registry,
+        sender: Option<AlertmanagerSender>,
+        dispatcher: Option<crate::notify::Dispatcher>,
+    ) -> Self {
         let sent = Family::<ResultLabels, Counter>::default();
         registry.register(
             "homeostat_playbook_messages",
@@ -107,6 +116,8 @@ impl Escalator {
         );
         Escalator {
             cfg: Arc::new(Mutex::new(EscalationConfig::default())),
+            lifecycle: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            dispatcher,
             sender,
             http: reqwest::Client::new(),
             external_url: Arc::new(Mutex::new(String::new())),
@@ -115,10 +126,14 @@ impl Escalator {
     }
 
     pub fn detached() -> Self {
-        Self::new(&mut Registry::default(), None)
+        Self::new(&mut Registry::default(), None, None)
     }
 
-    pub fn apply(&self, cfg: &EscalationConfig, external_url: &str) {
+    /// `lifecycle`: also send lifecycle notices to Alertmanager and the
+    /// escalation webhooks (`playbooks.notify_lifecycle`).
+    pub fn apply(&self, cfg: &EscalationConfig, external_url: &str, lifecycle: bool) {
+        self.lifecycle
+            .store(lifecycle, std::sync::atomic::Ordering::Release);
         *self.cfg.lock() = cfg.clone();
         *self.external_url.lock() = external_url.to_string();
     }
@@ -127,6 +142,31 @@ impl Escalator {
     /// configured, which the log says).
     pub async fn send(&self, m: Message) -> Result<Value, String> {
         let cfg = self.cfg.lock().clone();
+        let escalation = m.alertname.ends_with("Escalation");
+        let mut routed = 0;
+        if let (Some(d), Some(run_id)) = (&self.dispatcher, m.annotations.get("run_id")) {
+            let event = if escalation {
+                "escalated".to_string()
+            } else {
+                m.labels.get("event").cloned().unwrap_or_else(|| "notify".into())
+            };
+            let get = |k: &str| m.labels.get(k).cloned().unwrap_or_default();
+            routed = d.playbook_event(
+                crate::notify::channel::RunEvent {
+                    run_id: run_id.clone(),
+                    playbook: get("playbook"),
+                    target: get("target"),
+                    event,
+                    summary: m.summary.clone(),
+                },
+                &m.severity,
+                m.annotations.clone(),
+            );
+        }
+        let is_notice = m.alertname == "HomeostatPlaybookNotice" && m.labels.contains_key("event");
+        if is_notice && !self.lifecycle.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(json!({ "routed": routed }));
+        }
         let mut labels = m.labels.clone();
         labels.insert("alertname".into(), m.alertname.clone());
         labels.insert("severity".into(), m.severity.clone());
@@ -139,8 +179,9 @@ impl Escalator {
             starts_at: rfc3339_ms(now),
             ends_at: rfc3339_ms(now + cfg.resolve_after.0.as_millis() as i64),
             generator_url: self.external_url.lock().clone(),
+            value: None,
         };
-        let kind = if m.alertname.ends_with("Escalation") {
+        let kind = if escalation {
             "escalation"
         } else {
             "notice"
@@ -171,13 +212,13 @@ impl Escalator {
                 result: result.into(),
             })
             .inc();
-        if delivered.is_empty() && errors.is_empty() {
+        if delivered.is_empty() && errors.is_empty() && routed == 0 {
             tracing::warn!(summary = %m.summary, "no escalation channel configured (playbooks.escalation); logged only");
         }
         if delivered.is_empty() && !errors.is_empty() {
             return Err(errors.join("; "));
         }
-        Ok(json!({ "delivered": delivered, "errors": errors }))
+        Ok(json!({ "delivered": delivered, "errors": errors, "routed": routed }))
     }
 
     async fn post(&self, url: &str, body: &Value, timeout: Duration) -> Result<(), String> {

@@ -147,6 +147,10 @@ pub struct AmAlert {
     pub ends_at: String,
     #[serde(rename = "generatorURL")]
     pub generator_url: String,
+    /// The expression's value, for channels that show it; not part of
+    /// Alertmanager's API.
+    #[serde(skip)]
+    pub value: Option<f64>,
 }
 
 /// Milliseconds since the epoch as RFC 3339 with milliseconds, UTC.
@@ -178,6 +182,7 @@ struct Shared {
     config: Mutex<(Vec<(String, Duration)>, usize)>,
     more: Notify,
     metrics: Metrics,
+    local: Mutex<Option<super::Dispatcher>>,
 }
 
 /// Handle to the delivery queue; cheap to clone.
@@ -249,6 +254,7 @@ impl AlertmanagerSender {
                 config: Mutex::new((Vec::new(), 10_000)),
                 more: Notify::new(),
                 metrics,
+                local: Mutex::new(None),
             }),
         }
     }
@@ -262,10 +268,19 @@ impl AlertmanagerSender {
         *self.shared.config.lock() = (endpoints, cfg.queue_capacity);
     }
 
+    /// Also hands every alert to homeostat's own router.
+    pub fn route_locally(&self, d: super::Dispatcher) {
+        *self.shared.local.lock() = Some(d);
+    }
+
     /// Queues alerts; the oldest are dropped when the queue is full.
     pub fn send(&self, alerts: Vec<AmAlert>) {
         if alerts.is_empty() {
             return;
+        }
+        let local = self.shared.local.lock().clone();
+        if let Some(d) = local {
+            d.put_am(&alerts);
         }
         let (has_targets, cap) = {
             let c = self.shared.config.lock();
@@ -428,6 +443,7 @@ mod tests {
             starts_at: rfc3339_ms(0),
             ends_at: rfc3339_ms(0),
             generator_url: String::new(),
+            value: None,
         };
         s.send(vec![a("1"), a("2"), a("3")]);
         assert_eq!(s.queue_len(), 2);

@@ -1307,6 +1307,8 @@ impl PlaybookEngine {
         self.count_end(&run.playbook, state);
         if escalate {
             self.escalate(pb, run, &why).await;
+        } else {
+            self.notice(pb, run, "failed").await;
         }
         if !run.dry_run {
             self.after_failure(pb).await;
@@ -1420,12 +1422,11 @@ impl PlaybookEngine {
             .await;
     }
 
-    /// Lifecycle notices (started, awaiting approval, succeeded) go out as
-    /// info-level messages only when `playbooks.notify_lifecycle` is on.
+    /// Lifecycle notices (started, awaiting approval, succeeded, failed
+    /// without escalation). The escalator routes them through the notify
+    /// stage; to Alertmanager and webhooks only with
+    /// `playbooks.notify_lifecycle`.
     async fn notice(&self, pb: &Playbook, run: &RunRecord, what: &str) {
-        if !self.inner.cfg.read().notify_lifecycle {
-            return;
-        }
         let mut labels = BTreeMap::new();
         labels.insert("playbook".to_string(), pb.spec.name.clone());
         labels.insert("target".to_string(), run.target.clone());

@@ -472,6 +472,7 @@ fn to_am(a: &Alert, expr: &str, s: &RuleSettings) -> AmAlert {
         starts_at: rfc3339_ms(a.fired_at.unwrap_or(a.active_at)),
         ends_at: rfc3339_ms(a.resolved_at.unwrap_or(a.valid_until)),
         generator_url: generator_url(&s.external_url, expr),
+        value: Some(a.value),
     }
 }
 

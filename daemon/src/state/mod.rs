@@ -18,6 +18,7 @@ use sqlx::Row;
 use crate::config::Validator;
 
 mod runs;
+mod silences;
 pub use runs::{AuditRecord, BreakerRecord, RunFilter, RunRecord, StepRecord, TransitionRecord};
 
 /// Where the state lives.

@@ -11,6 +11,7 @@
 mod api;
 mod breakers;
 pub mod hooks;
+mod notify;
 mod playbooks;
 mod query;
 mod rules;
@@ -109,6 +110,7 @@ pub struct AppState {
     pub playbooks: crate::playbooks::PlaybookEngine,
     pub breakers: crate::act::BreakerRegistry,
     pub admin_token: Option<String>,
+    pub dispatcher: crate::notify::Dispatcher,
 }
 
 /// Builds the router with its layers.
@@ -125,6 +127,7 @@ pub fn router(state: AppState, cfg: &WebConfig) -> Router {
         .merge(rules::router())
         .merge(playbooks::router())
         .merge(breakers::router())
+        .merge(notify::router())
         .with_state(state)
         .layer(RequestBodyLimitLayer::new(cfg.max_request_body.0 as usize))
         .layer(TimeoutLayer::with_status_code(

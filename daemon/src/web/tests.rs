@@ -88,6 +88,10 @@ async fn app(ready: bool, reload_ok: bool) -> Router {
             playbooks,
             breakers,
             admin_token: None,
+            dispatcher: crate::notify::Dispatcher::new(
+                crate::notify::silence::Silences::new(None),
+                Default::default(),
+            ),
         },
         &cfg,
     )
