@@ -229,8 +229,8 @@ impl AlertmanagerSender {
             metrics.dropped.clone(),
         );
         registry.register(
-            "homeostat_notifications",
-            "Alerts queued for delivery.",
+            "homeostat_notifications_queued",
+            "Alerts queued for delivery to Alertmanagers.",
             metrics.queued.clone(),
         );
         registry.register(
