@@ -534,7 +534,7 @@ fn validate_text(t: &Value, at: &str, max: usize, plain_only: bool, errs: &mut V
         )),
     }
     match o.get("text").and_then(Value::as_str) {
-        Some(s) if s.is_empty() => errs.push(format!("{at}: empty text")),
+        Some("") => errs.push(format!("{at}: empty text")),
         Some(s) if char_len(s) > max => errs.push(format!(
             "{at}: text of {} characters (max {max})",
             char_len(s)
