@@ -9,7 +9,11 @@
 pub mod arm;
 pub mod db;
 pub mod haproxy;
+pub mod pagerduty;
 pub mod pgwriter;
+pub mod sign;
+pub mod slack;
+pub mod smtp;
 
 use std::io::{Read, Write as _};
 use std::net::{SocketAddr, TcpListener as StdListener, TcpStream};
@@ -668,28 +672,72 @@ pub fn form_urlencode(s: &str) -> String {
     out
 }
 
+/// A programmed failure a notification stand-in (Slack, PagerDuty) gives
+/// instead of its normal answer; see `fail_next` on each.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fail {
+    /// 429 with `Retry-After: retry_after_s`.
+    RateLimited { retry_after_s: u64 },
+    /// This HTTP status with the service's usual error body.
+    Status(u16),
+    /// Answer (normally) only after this long, to exercise client timeouts.
+    Hang(Duration),
+    /// Close the connection without answering.
+    Drop,
+}
+
+/// One request a [`Sink`] received.
+#[derive(Debug, Clone)]
+pub struct SinkRequest {
+    pub method: String,
+    /// Path and query as sent.
+    pub path: String,
+    /// Header names lower-cased; repeated headers joined with ", ".
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// The raw body, byte for byte (for signature checks).
+    pub body: Vec<u8>,
+    /// The body parsed as JSON, `Null` when it is not JSON.
+    pub json: serde_json::Value,
+}
+
 /// An HTTP endpoint that records every JSON body POSTed to it (escalation
-/// webhooks, orchestrator calls); stops when dropped.
+/// webhooks, orchestrator calls), with its path and headers; stops when
+/// dropped.
 pub struct Sink {
     pub addr: SocketAddr,
-    bodies: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+    requests: Arc<Mutex<Vec<SinkRequest>>>,
     server: tokio::task::JoinHandle<()>,
 }
 
 impl Sink {
     pub async fn start() -> Sink {
-        let bodies: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>> = Default::default();
-        let b = bodies.clone();
-        let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
-            let b = b.clone();
-            async move {
-                let v = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-                b.lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .push(v);
-                "ok"
-            }
-        });
+        let requests: Arc<Mutex<Vec<SinkRequest>>> = Default::default();
+        let r = requests.clone();
+        let app = axum::Router::new().fallback(
+            move |method: axum::http::Method,
+                  uri: axum::http::Uri,
+                  headers: axum::http::HeaderMap,
+                  body: axum::body::Bytes| {
+                let r = r.clone();
+                async move {
+                    let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+                    let req = SinkRequest {
+                        method: method.to_string(),
+                        path: uri
+                            .path_and_query()
+                            .map(|p| p.as_str().to_string())
+                            .unwrap_or_else(|| uri.path().to_string()),
+                        headers: header_map(&headers),
+                        body: body.to_vec(),
+                        json,
+                    };
+                    r.lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push(req);
+                    "ok"
+                }
+            },
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind sink");
@@ -699,7 +747,7 @@ impl Sink {
         });
         Sink {
             addr,
-            bodies,
+            requests,
             server,
         }
     }
@@ -708,11 +756,25 @@ impl Sink {
         format!("http://{}/", self.addr)
     }
 
+    /// The JSON bodies received, in arrival order.
     pub fn bodies(&self) -> Vec<serde_json::Value> {
-        self.bodies
+        self.requests().into_iter().map(|r| r.json).collect()
+    }
+
+    /// Every request received, in arrival order.
+    pub fn requests(&self) -> Vec<SinkRequest> {
+        self.requests
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
+    }
+
+    /// The requests whose path is `path` (query ignored).
+    pub fn requests_to(&self, path: &str) -> Vec<SinkRequest> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path.split('?').next() == Some(path))
+            .collect()
     }
 }
 
@@ -720,4 +782,57 @@ impl Drop for Sink {
     fn drop(&mut self) {
         self.server.abort();
     }
+}
+
+/// Headers as a map of lower-cased names (repeats joined with ", ").
+pub fn header_map(headers: &axum::http::HeaderMap) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::<String, String>::new();
+    for (k, v) in headers {
+        let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
+        out.entry(k.as_str().to_ascii_lowercase())
+            .and_modify(|e| {
+                e.push_str(", ");
+                e.push_str(&v);
+            })
+            .or_insert(v);
+    }
+    out
+}
+
+/// The value of sample `name{labels}` in a Prometheus/OpenMetrics text
+/// exposition, where `labels` must all be present on the sample (others
+/// may be too); the sum over matching samples, `None` when none matches.
+pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut found = None;
+    for line in text.lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        // `name{labels} value [timestamp]` or `name value [timestamp]`;
+        // label values may hold spaces, so split after the closing brace.
+        let (metric, lbls, rest) = match (line.find('{'), line.rfind('}')) {
+            (Some(open), Some(close)) if open < close => {
+                (&line[..open], &line[open + 1..close], &line[close + 1..])
+            }
+            _ => match line.split_once(char::is_whitespace) {
+                Some((m, r)) => (m, "", r),
+                None => continue,
+            },
+        };
+        let Some(value) = rest.split_whitespace().next() else {
+            continue;
+        };
+        if metric != name {
+            continue;
+        }
+        if labels
+            .iter()
+            .all(|(k, v)| lbls.split(',').any(|p| p.trim() == format!("{k}=\"{v}\"")))
+        {
+            if let Ok(v) = value.parse::<f64>() {
+                *found.get_or_insert(0.0) += v;
+            }
+        }
+    }
+    found
 }
