@@ -295,6 +295,8 @@ impl Daemon {
         // Subscribed before the first evaluation, so no firing is missed.
         tracker.spawn(playbooks.clone().watch_alerts(rules.subscribe()));
         rules.apply(groups, settings).await;
+        let hooks =
+            web::hooks::Hooks::new(cfg.hooks.clone(), &mut telemetry.registry, client.clone());
         let telemetry = Arc::new(telemetry);
         let (reload, reload_rx) = ReloadHandle::channel();
         let ready = Arc::new(AtomicBool::new(false));
@@ -310,6 +312,7 @@ impl Daemon {
                 playbooks: playbooks.clone(),
                 breakers: breakers.clone(),
                 admin_token: cfg.web.admin_token.clone(),
+                hooks: hooks.clone(),
             },
             &cfg.web,
         );
@@ -346,6 +349,7 @@ impl Daemon {
             breakers,
             escalator,
             client: client.clone(),
+            hooks,
         };
         tracker.spawn(reloader.run(reload_rx, shutdown.clone()));
 
@@ -462,6 +466,7 @@ struct Reloader {
     breakers: BreakerRegistry,
     escalator: Escalator,
     client: reqwest::Client,
+    hooks: web::hooks::Hooks,
 }
 
 impl Reloader {
@@ -521,6 +526,7 @@ impl Reloader {
         };
         self.rules.apply(groups, settings).await;
         self.breakers.apply(&new.breakers);
+        self.hooks.apply(&new.hooks);
         self.escalator
             .apply(&new.playbooks.escalation, &new.web.external_url());
         let deps = act_deps(new, &self.breakers, &self.escalator, &self.client);

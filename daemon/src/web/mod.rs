@@ -109,6 +109,8 @@ pub struct AppState {
     pub playbooks: crate::playbooks::PlaybookEngine,
     pub breakers: crate::act::BreakerRegistry,
     pub admin_token: Option<String>,
+    /// Webhooks in: live `hooks:` config (reloadable) and counters.
+    pub hooks: hooks::Hooks,
 }
 
 /// Builds the router with its layers.
@@ -125,6 +127,7 @@ pub fn router(state: AppState, cfg: &WebConfig) -> Router {
         .merge(rules::router())
         .merge(playbooks::router())
         .merge(breakers::router())
+        .merge(hooks::router())
         .with_state(state)
         .layer(RequestBodyLimitLayer::new(cfg.max_request_body.0 as usize))
         .layer(TimeoutLayer::with_status_code(
