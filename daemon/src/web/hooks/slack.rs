@@ -265,7 +265,7 @@ pub(super) async fn command(State(s): State<AppState>, parts: Parts, body: Body)
         h.count(HOOK, "accepted");
         return reply(HELP.to_string());
     }
-    if !sl.allowed_users.iter().any(|u| *u == user) {
+    if !sl.allowed_users.contains(&user) {
         tracing::warn!(user = %user, command = sub, "Slack user may not change homeostat (not in hooks.slack.allowed_users)");
         h.count(HOOK, "forbidden_user");
         return reply(format!(
