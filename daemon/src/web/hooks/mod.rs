@@ -42,7 +42,8 @@ const DELIVERY_MEMORY: Duration = Duration::from_secs(7 * 24 * 3600);
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HooksConfig {
-    /// Largest body a hook route accepts; larger ones get 413.
+    /// Largest body a hook route accepts; larger ones get 413 (and are
+    /// counted). `web.max_request_body` still caps every request first.
     pub max_body: ByteSize,
     /// `POST /hooks/alertmanager`; absent: that route answers 404.
     pub alertmanager: Option<AlertmanagerHook>,
