@@ -312,6 +312,8 @@ impl Daemon {
         // Subscribed before the first evaluation, so no firing is missed.
         tracker.spawn(playbooks.clone().watch_alerts(rules.subscribe()));
         rules.apply(groups, settings).await;
+        let hooks =
+            web::hooks::Hooks::new(cfg.hooks.clone(), &mut telemetry.registry, client.clone());
         let telemetry = Arc::new(telemetry);
         let (reload, reload_rx) = ReloadHandle::channel();
         let ready = Arc::new(AtomicBool::new(false));
@@ -328,6 +330,7 @@ impl Daemon {
                 breakers: breakers.clone(),
                 admin_token: cfg.web.admin_token.clone(),
                 dispatcher: dispatcher.clone(),
+                hooks: hooks.clone(),
             },
             &cfg.web,
         );
@@ -365,6 +368,7 @@ impl Daemon {
             escalator,
             dispatcher,
             client: client.clone(),
+            hooks,
         };
         tracker.spawn(reloader.run(reload_rx, shutdown.clone()));
 
@@ -482,6 +486,7 @@ struct Reloader {
     escalator: Escalator,
     dispatcher: Dispatcher,
     client: reqwest::Client,
+    hooks: web::hooks::Hooks,
 }
 
 impl Reloader {
@@ -550,6 +555,7 @@ impl Reloader {
             self.dispatcher
                 .apply(&new.notify, &new.web.external_url(), &self.client);
         }
+        self.hooks.apply(&new.hooks);
         let deps = act_deps(new, &self.breakers, &self.escalator, &self.client);
         self.playbooks.apply(
             books,

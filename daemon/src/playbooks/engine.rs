@@ -200,6 +200,9 @@ struct Inner {
     paused: Mutex<HashSet<String>>,
     /// Playbook → when its own breaker tripped.
     tripped: Mutex<HashMap<String, i64>>,
+    /// Target → why automatic runs for it are held (an incident a person
+    /// acknowledged).
+    held: Mutex<HashMap<String, String>>,
     trigger_loops: Mutex<CancellationToken>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
@@ -247,6 +250,7 @@ impl PlaybookEngine {
                 paused_all: AtomicBool::new(false),
                 paused: Mutex::new(HashSet::new()),
                 tripped: Mutex::new(HashMap::new()),
+                held: Mutex::new(HashMap::new()),
                 trigger_loops: Mutex::new(CancellationToken::new()),
                 tracker,
                 shutdown,
@@ -308,11 +312,13 @@ impl PlaybookEngine {
     /// start, after the first [`PlaybookEngine::apply`].
     pub async fn recover(&self) -> Result<(), StateError> {
         let cfg_paused = self.inner.cfg.read().paused;
-        for (key, _, at, _) in self.inner.db.flags().await? {
+        for (key, value, at, _) in self.inner.db.flags().await? {
             if key == GLOBAL_PAUSE {
                 self.inner.paused_all.store(true, Ordering::Release);
             } else if let Some(p) = key.strip_prefix("pause:") {
                 self.inner.paused.lock().insert(p.to_string());
+            } else if let Some(t) = key.strip_prefix("hold:") {
+                self.inner.held.lock().insert(t.to_string(), value);
             } else if let Some(p) = key.strip_prefix("breaker:") {
                 self.inner.tripped.lock().insert(p.to_string(), at);
                 self.inner
@@ -527,6 +533,62 @@ impl PlaybookEngine {
             .await?;
         tracing::info!(playbook = playbook.unwrap_or("*"), by, "playbooks resumed");
         Ok(())
+    }
+
+    /// Why automatic runs for `target` are held, if they are.
+    pub fn held(&self, target: &str) -> Option<String> {
+        self.inner.held.lock().get(target).cloned()
+    }
+
+    /// Every held target with the reason, sorted.
+    pub fn holds(&self) -> Vec<(String, String)> {
+        let mut v: Vec<_> = self
+            .inner
+            .held
+            .lock()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Holds automatic runs whose target is `target` (a person is working
+    /// on it, e.g. acknowledged the incident); manual runs still go.
+    /// Survives a restart.
+    pub async fn hold(&self, target: &str, reason: &str, by: &str) -> Result<(), EngineError> {
+        let at = now_ms();
+        self.inner
+            .held
+            .lock()
+            .insert(target.to_string(), reason.to_string());
+        let db = &self.inner.db;
+        db.set_flag(&format!("hold:{target}"), reason, at, by)
+            .await?;
+        db.audit(at, by, "hold", &format!("target/{target}"), reason)
+            .await?;
+        tracing::warn!(target = %target, by, reason, "automatic runs held for target");
+        Ok(())
+    }
+
+    /// Lifts a [`PlaybookEngine::hold`]; returns whether there was one.
+    pub async fn release(&self, target: &str, by: &str) -> Result<bool, EngineError> {
+        if self.inner.held.lock().remove(target).is_none() {
+            return Ok(false);
+        }
+        let at = now_ms();
+        let db = &self.inner.db;
+        db.clear_flag(&format!("hold:{target}")).await?;
+        db.audit(
+            at,
+            by,
+            "release",
+            &format!("target/{target}"),
+            "automatic runs no longer held",
+        )
+        .await?;
+        tracing::info!(target = %target, by, "automatic runs released for target");
+        Ok(true)
     }
 
     fn require(&self, name: &str) -> Result<Arc<Playbook>, EngineError> {
@@ -822,6 +884,11 @@ impl PlaybookEngine {
                     "playbook {} failed too often and its breaker is open; resume it once fixed",
                     pb.spec.name
                 ),
+            ));
+        } else if let Some(why) = automatic.then(|| self.held(&target)).flatten() {
+            blocked = Some((
+                "held",
+                format!("automatic runs for target {target} are held: {why}"),
             ));
         }
         if blocked.is_none() {

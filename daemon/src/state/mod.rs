@@ -17,6 +17,7 @@ use sqlx::Row;
 
 use crate::config::Validator;
 
+mod hooks;
 mod runs;
 mod silences;
 pub use runs::{AuditRecord, BreakerRecord, RunFilter, RunRecord, StepRecord, TransitionRecord};

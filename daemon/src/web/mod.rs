@@ -111,6 +111,8 @@ pub struct AppState {
     pub breakers: crate::act::BreakerRegistry,
     pub admin_token: Option<String>,
     pub dispatcher: crate::notify::Dispatcher,
+    /// Webhooks in: live `hooks:` config (reloadable) and counters.
+    pub hooks: hooks::Hooks,
 }
 
 /// Builds the router with its layers.
@@ -128,6 +130,7 @@ pub fn router(state: AppState, cfg: &WebConfig) -> Router {
         .merge(playbooks::router())
         .merge(breakers::router())
         .merge(notify::router())
+        .merge(hooks::router())
         .with_state(state)
         .layer(RequestBodyLimitLayer::new(cfg.max_request_body.0 as usize))
         .layer(TimeoutLayer::with_status_code(

@@ -76,8 +76,14 @@ async fn app(ready: bool, reload_ok: bool) -> Router {
         tokio_util::sync::CancellationToken::new(),
     )
     .await;
+    let hooks = hooks::Hooks::new(
+        hooks::HooksConfig::default(),
+        &mut telemetry.registry,
+        reqwest::Client::new(),
+    );
     router(
         AppState {
+            hooks,
             telemetry: Arc::new(telemetry),
             rules,
             store,
