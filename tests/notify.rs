@@ -506,20 +506,22 @@ async fn repeat_interval_matches_alertmanager() {
         alert(
             &[("alertname", "RepeatA"), ("instance", "a:1")],
             &[],
-            now - 10.0,
+            now,
             now + 3600.0,
         ),
         alert(
             &[("alertname", "RepeatB"), ("instance", "b:1")],
             &[],
-            now - 10.0,
+            now,
             now + 3600.0,
         ),
     ];
     post_alerts(am, &alerts).await;
     post_alerts(hs.addr, &alerts).await;
-    // First notification after group_wait (~1 s), the repeat once 3 s have
-    // passed at a group_interval tick (~4-5 s), the next not before ~7 s.
+    // Alerts that start now wait group_wait (~1 s); the repeat comes once
+    // 3 s have passed, at a group_interval tick (~4-5 s); the next not
+    // before ~7 s. (Alerts that started earlier would flush at once and
+    // put the third send right at the window's end, on both sides.)
     tokio::time::sleep(Duration::from_millis(6500)).await;
     let count = |s: &Sink| -> BTreeMap<String, usize> {
         let mut m = BTreeMap::new();

@@ -518,14 +518,17 @@ impl Dispatcher {
                     done: Some(tx),
                 });
                 let me = self.clone();
+                let flushed = std::time::Instant::now();
                 tokio::spawn(async move {
                     let ok = matches!(rx.await, Ok(Ok(())));
                     let mut st = me.inner.state.lock();
                     st.inflight.remove(&lk);
                     if ok {
-                        // Stamped with the flush time, so repeats keep to
-                        // the group's own clock.
-                        st.nflog.insert(lk, entry);
+                        // Stamped when the send finished, as Alertmanager's
+                        // log is; counted from the flush's clock so an
+                        // injected clock stays consistent.
+                        let at = now + flushed.elapsed().as_millis() as i64;
+                        st.nflog.insert(lk, LogEntry { at, ..entry });
                     }
                 });
             }

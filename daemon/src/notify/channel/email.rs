@@ -210,7 +210,14 @@ impl Email {
 
     pub fn message(&self, n: &Notification) -> Result<Message, SendError> {
         let from = self.cfg.from.as_ref().or(self.defaults.from.as_ref()).ok_or_else(|| SendError::Fatal("no from address".into()))?;
+        let domain = from.rsplit_once('@').map_or("homeostat.invalid", |(_, d)| d.trim_end_matches('>'));
         let mut m = Message::builder()
+            .date_now()
+            .message_id(Some(format!(
+                "<{}.{}@{domain}>",
+                crate::collect::now_ms(),
+                fastrand::u64(..)
+            )))
             .from(from.parse().map_err(|e| SendError::Fatal(format!("from {from:?}: {e}")))?)
             .subject(n.title());
         for to in self.cfg.to.split(',') {

@@ -26,11 +26,12 @@ pub struct SlackConfig {
     /// Incoming-webhook URL; with `token`, the Web API URL (default
     /// `https://slack.com/api/chat.postMessage`). Falls back to
     /// `notify.global.slack_api_url`.
-    #[serde(default)]
+    #[serde(default, alias = "app_url")]
     pub api_url: Option<Secret>,
     /// Bot token (`xoxb-…`): send with `chat.postMessage` instead of a
     /// webhook.
-    #[serde(default)]
+    /// Also read as `app_token`, Alertmanager's later name for it.
+    #[serde(default, alias = "app_token")]
     pub token: Option<Secret>,
     /// Required with `token`; with a webhook it overrides the webhook's
     /// channel where Slack allows it.
@@ -122,8 +123,12 @@ pub fn blocks(n: &Notification) -> Vec<Value> {
                 sev,
                 alert_summary(a)
             );
-            if let Some(v) = a.value {
-                text.push_str(&format!("\n*Value:* {}", value_text(v)));
+            // The expression's value from the rules stage; for alerts
+            // posted by others, a `value` annotation if they set one.
+            match (a.value, a.annotations.get("value")) {
+                (Some(v), _) => text.push_str(&format!("\n*Value:* {}", value_text(v))),
+                (None, Some(v)) => text.push_str(&format!("\n*Value:* {v}")),
+                (None, None) => {}
             }
             let labels = label_text(&a.labels);
             if !labels.is_empty() {
