@@ -671,3 +671,131 @@ async fn no_secret_or_signature_reaches_the_log_even_at_debug() {
         assert!(!log.contains(hex), "signature {hex} in the log");
     }
 }
+
+/// The whole approval loop through the notify stage: a gated run is
+/// announced in Slack with Approve / Deny buttons and paged in PagerDuty;
+/// the click on the button Slack received approves it; PagerDuty's
+/// incident for the run is acknowledged when it starts and resolved when
+/// it succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slack_buttons_from_the_notification_approve_the_run_and_pagerduty_follows_it() {
+    use homeostat_e2e::pagerduty::PagerDutyStandIn;
+    use homeostat_e2e::slack::{self, SlackStandIn, BOT_TOKEN};
+
+    let books = tempfile::tempdir().unwrap();
+    let d = books.path();
+    let out = d.join("out.txt");
+    write(
+        d,
+        "gated.yml",
+        &append_playbook(
+            "gated",
+            "  manual: true",
+            "{{ $labels.instance }}",
+            "  approval: {timeout: 5m}",
+            &out,
+        ),
+    );
+    let slack = SlackStandIn::start().await;
+    let pd = PagerDutyStandIn::start().await;
+    let cfg = format!(
+        r#"{}notify:
+  route:
+    receiver: chat
+    group_by: [alertname]
+    group_wait: 0s
+    routes:
+      - matchers: ['alertname="HomeostatPlaybookRun"']
+        receiver: oncall
+  receivers:
+    - name: chat
+    - name: oncall
+      slack_configs:
+        - token: {BOT_TOKEN}
+          api_url: {}
+          channel: '#ops'
+          send_resolved: true
+      pagerduty_configs:
+        - routing_key: {}
+          url: {}
+"#,
+        config(d),
+        slack.api_url(),
+        homeostat_e2e::pagerduty::ROUTING_KEY,
+        pd.url(),
+    );
+    let h = Homeostat::start(&cfg).await;
+    let (st, v) = h
+        .post("/api/v1/playbooks/gated/run", json!({"target": "box-9"}))
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let id = v["data"]["id"].as_str().unwrap().to_string();
+
+    // The awaiting-approval message arrives with both buttons for this run.
+    let approval = |m: &Value| !slack::buttons(m, "homeostat_approval").is_empty();
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            let n = slack.messages().iter().filter(|m| approval(m)).count();
+            async move { n >= 1 }
+        })
+        .await,
+        "no approval message in Slack: {:?}\n{}",
+        slack.messages(),
+        h.process.log()
+    );
+    assert!(slack.violations().is_empty(), "{:?}", slack.violations());
+    let msg = slack.messages().into_iter().find(|m| approval(m)).unwrap();
+    let buttons = slack::buttons(&msg, "homeostat_approval");
+    let approve = buttons
+        .iter()
+        .find(|b| b["action_id"] == "homeostat_approve")
+        .expect("approve button");
+    assert!(buttons.iter().any(|b| b["action_id"] == "homeostat_deny"));
+    assert_eq!(approve["value"], id.as_str());
+    assert!(slack::message_text(&msg).contains("box-9"));
+
+    // Click it, as Slack would post the click.
+    let body = button(
+        "UALLOWED",
+        approve["action_id"].as_str().unwrap(),
+        approve["value"].as_str().unwrap(),
+        &slack.response_url("approval"),
+    );
+    let (st, _) = post_raw(
+        &h,
+        "/hooks/slack/interactivity",
+        &slack_headers(&body, SLACK_SECRET),
+        body,
+    )
+    .await;
+    assert_eq!(st, 200);
+    h.wait_run_state(&id, &["succeeded"], Duration::from_secs(20))
+        .await;
+    assert_eq!(lines(&out), ["gated box-9"]);
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let n = slack.responses().len();
+            async move { n >= 1 }
+        })
+        .await,
+        "the approval message was not replaced"
+    );
+    assert_eq!(slack.responses()[0].body["replace_original"], true);
+
+    // PagerDuty: one incident for the run, triggered, acknowledged, resolved.
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            let n = pd.events().len();
+            async move { n >= 3 }
+        })
+        .await,
+        "PagerDuty events: {:?}",
+        pd.events()
+    );
+    let ev = pd.events();
+    let actions: Vec<String> = ev.iter().map(|e| e.body["event_action"].as_str().unwrap_or("").to_string()).collect();
+    assert_eq!(actions, ["trigger", "acknowledge", "resolve"], "{ev:?}");
+    assert!(ev.iter().all(|e| e.body["dedup_key"] == ev[0].body["dedup_key"]));
+    assert_eq!(ev[0].body["payload"]["custom_details"]["run_id"], id.as_str());
+    assert!(pd.violations().is_empty(), "{:?}", pd.violations());
+}

@@ -283,7 +283,10 @@ async fn routing_grouping_silences_and_inhibition_match_alertmanager() {
         "{hs_all}"
     );
 
-    let (start, end) = (now - 60.0, now + 3600.0);
+    // Alerts that start now wait group_wait: an alert that started long
+    // ago flushes at once, racing Alertmanager's inhibitor, which learns
+    // of source alerts on its own subscription.
+    let (start, end) = (unix_now(), now + 3600.0);
     let runbook = ("runbook_url", "https://runbooks.e2e.test/x");
     let set = |ends: f64| -> Vec<Value> {
         vec![
@@ -1195,4 +1198,120 @@ notify:
         );
     }
     assert!(text.contains("nosuch"), "{text}");
+}
+
+// ------------------------------------------------------------- silences
+
+/// Silences survive a restart; an expired one is kept (and listed) for
+/// audit; the active one still mutes after the restart; bad silences are
+/// refused with 400 and change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silences_persist_across_restart_and_expired_ones_are_kept() {
+    let sink = Sink::start().await;
+    let tree = "route:\n  receiver: hook\n  group_by: [alertname]\n  group_wait: 0s\n  group_interval: 1s\n";
+    let mut hs = Homeostat::start(&homeostat_config(&format!(
+        "{tree}{}",
+        webhook_receivers(&sink.url(), &["hook"])
+    )))
+    .await;
+    let now = unix_now();
+    let silence = |name: &str| {
+        json!({
+            "matchers": [{"name": "alertname", "value": name, "isRegex": false, "isEqual": true}],
+            "startsAt": rfc3339(now),
+            "endsAt": rfc3339(now + 3600.0),
+            "createdBy": "alice",
+            "comment": "maintenance window",
+        })
+    };
+    let keep = post_silence(hs.addr, &silence("Muted")).await;
+    let gone = post_silence(hs.addr, &silence("Other")).await;
+    let del = reqwest::Client::new()
+        .delete(format!("http://{}/api/v2/silence/{gone}", hs.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(del.status(), 200);
+    // Refused: no comment, and a matcher set that matches everything.
+    for mut bad in [silence("X"), silence("X")] {
+        if bad["comment"] == "maintenance window" && bad["matchers"][0]["value"] == "X" {
+            bad["comment"] = json!("");
+        }
+        let r = reqwest::Client::new()
+            .post(format!("http://{}/api/v2/silences", hs.addr))
+            .json(&bad)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+    }
+    let mut everything = silence("X");
+    everything["matchers"] = json!([{"name": "alertname", "value": ".*", "isRegex": true, "isEqual": true}]);
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/api/v2/silences", hs.addr))
+        .json(&everything)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    hs.restart().await;
+    let list: Value = reqwest::get(format!("http://{}/api/v2/silences", hs.addr))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let state = |id: &str| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == id)
+            .map(|s| s["status"]["state"].as_str().unwrap_or("").to_string())
+    };
+    assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
+    assert_eq!(state(&keep).as_deref(), Some("active"));
+    assert_eq!(state(&gone).as_deref(), Some("expired"));
+    let one: Value = reqwest::get(format!("http://{}/api/v2/silence/{keep}", hs.addr))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(one["createdBy"], "alice");
+    assert_eq!(one["comment"], "maintenance window");
+
+    post_alerts(
+        hs.addr,
+        &[
+            alert(&[("alertname", "Muted"), ("instance", "a")], &[], unix_now(), unix_now() + 3600.0),
+            alert(&[("alertname", "Other"), ("instance", "a")], &[], unix_now(), unix_now() + 3600.0),
+        ],
+    )
+    .await;
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let n = sink.requests_to("/hook").len();
+            async move { n >= 1 }
+        })
+        .await
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let got = notifications(&sink, "hook");
+    assert!(got.iter().all(|n| !n.contains("Muted")), "{got:?}");
+    assert!(got.iter().any(|n| n.contains("Other")), "{got:?}");
+    let alerts: Value = reqwest::get(format!("http://{}/api/v2/alerts", hs.addr))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let muted = alerts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["labels"]["alertname"] == "Muted")
+        .unwrap();
+    assert_eq!(muted["status"]["state"], "suppressed");
+    assert_eq!(muted["status"]["silencedBy"][0], keep.as_str());
 }
