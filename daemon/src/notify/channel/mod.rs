@@ -617,6 +617,45 @@ mod tests {
         }
     }
 
+    /// Never answers, so the queue behind it fills.
+    struct Stuck;
+
+    #[async_trait::async_trait]
+    impl Notifier for Stuck {
+        fn kind(&self) -> &'static str {
+            "slack"
+        }
+        fn send_resolved(&self) -> bool {
+            true
+        }
+        async fn notify(&self, _n: &Notification) -> Result<(), SendError> {
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_and_counts() {
+        let metrics = ChannelMetrics::default();
+        let ch = Channel::start(Arc::new(Stuck), 2, RetryConfig::default(), Duration::from_secs(3600), metrics.clone());
+        let n = Notification::new("r", "k", BTreeMap::new(), vec![], "");
+        // One taken by the worker, two queued, the rest dropped.
+        ch.enqueue(Job { notification: n.clone(), done: None });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        for _ in 0..2 {
+            ch.enqueue(Job { notification: n.clone(), done: None });
+        }
+        let dropped = ch.send_now(n.clone()).await;
+        assert_eq!(dropped, Err("queue full".to_string()));
+        ch.enqueue(Job { notification: n, done: None });
+        let count = metrics
+            .total
+            .get_or_create(&ChannelResult { channel: "slack".into(), result: "dropped".into() })
+            .get();
+        assert_eq!(count, 2);
+        let queued = metrics.queue_length.get_or_create(&ChannelLabel { channel: "slack".into() }).get();
+        assert_eq!(queued, 2);
+    }
+
     #[tokio::test]
     async fn worker_retries_then_gives_up_on_fatal() {
         let metrics = ChannelMetrics::default();
