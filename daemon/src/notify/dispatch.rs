@@ -267,28 +267,50 @@ fn empty_compiled() -> Compiled {
     }
 }
 
-/// Whether an alert is inhibited: Alertmanager's `Inhibitor.Mutes`.
-fn inhibited(rules: &[InhibitRule], alerts: &HashMap<u64, Alert>, labels: &BTreeMap<String, String>, now: i64) -> Option<u64> {
-    let get = |l: &BTreeMap<String, String>, n: &str| l.get(n).cloned().unwrap_or_default();
-    for r in rules {
-        if !super::matcher::matches_all(&r.target, labels) {
-            continue;
-        }
-        let two_sided = super::matcher::matches_all(&r.source, labels);
-        for s in alerts.values() {
-            if s.resolved(now) || !super::matcher::matches_all(&r.source, &s.labels) {
-                continue;
-            }
-            if r.equal.iter().any(|n| get(&s.labels, n) != get(labels, n)) {
-                continue;
-            }
-            if two_sided && super::matcher::matches_all(&r.target, &s.labels) {
-                continue;
-            }
-            return Some(s.fp);
-        }
+/// Alertmanager's inhibitor for one moment: the firing source alerts of
+/// each rule, found once, so a flush checks each alert against the few
+/// sources instead of every alert held.
+struct Inhibitor<'a> {
+    rules: &'a [InhibitRule],
+    sources: Vec<Vec<&'a Alert>>,
+}
+
+impl<'a> Inhibitor<'a> {
+    fn new(rules: &'a [InhibitRule], alerts: &'a HashMap<u64, Alert>, now: i64) -> Self {
+        let sources = rules
+            .iter()
+            .map(|r| {
+                alerts
+                    .values()
+                    .filter(|s| !s.resolved(now) && super::matcher::matches_all(&r.source, &s.labels))
+                    .collect()
+            })
+            .collect();
+        Inhibitor { rules, sources }
     }
-    None
+
+    /// The fingerprint of an alert inhibiting these labels:
+    /// Alertmanager's `Inhibitor.Mutes`, where an alert matching both
+    /// sides of a rule cannot be inhibited by another such alert.
+    fn mutes(&self, labels: &BTreeMap<String, String>) -> Option<u64> {
+        let get = |l: &'a BTreeMap<String, String>, n: &str| l.get(n).map_or("", String::as_str);
+        for (r, sources) in self.rules.iter().zip(&self.sources) {
+            if !super::matcher::matches_all(&r.target, labels) {
+                continue;
+            }
+            let two_sided = super::matcher::matches_all(&r.source, labels);
+            for s in sources {
+                if r.equal.iter().any(|n| get(&s.labels, n) != labels.get(n).map_or("", String::as_str)) {
+                    continue;
+                }
+                if two_sided && super::matcher::matches_all(&r.target, &s.labels) {
+                    continue;
+                }
+                return Some(s.fp);
+            }
+        }
+        None
+    }
 }
 
 impl Dispatcher {
@@ -414,15 +436,25 @@ impl Dispatcher {
 
     /// Runs flushes until `stop`.
     pub async fn run(self, stop: CancellationToken) {
+        let mut maintained = 0;
         loop {
             let now = now_ms();
             let next = {
                 let mut st = self.inner.state.lock();
+                // Housekeeping once a second, not on every wake: with
+                // thousands of groups the loop wakes often.
+                if now - maintained >= 1000 {
+                    maintained = now;
+                    st.groups
+                        .retain(|_, g| g.empty_since.is_none_or(|t| now - t < EMPTY_GROUP_TTL_MS));
+                    st.alerts
+                        .retain(|_, a| !a.resolved(now) || now - a.ends_at < RESOLVED_RETENTION_MS);
+                }
                 st.groups
-                    .retain(|_, g| g.empty_since.is_none_or(|t| now - t < EMPTY_GROUP_TTL_MS));
-                st.alerts
-                    .retain(|_, a| !a.resolved(now) || now - a.ends_at < RESOLVED_RETENTION_MS);
-                st.groups.values().map(|g| g.next_flush).min()
+                    .values()
+                    .filter(|g| g.empty_since.is_none())
+                    .map(|g| g.next_flush)
+                    .min()
             };
             let wait = next.map_or(Duration::from_secs(30), |n| {
                 Duration::from_millis((n - now).clamp(0, 30_000) as u64)
@@ -442,25 +474,37 @@ impl Dispatcher {
     pub fn flush_due(&self, now: i64) {
         let compiled = self.inner.compiled.read().clone();
         let mut st = self.inner.state.lock();
-        let due: Vec<String> = st
-            .groups
+        let State {
+            alerts,
+            groups,
+            nflog,
+            inflight,
+        } = &mut *st;
+        let due: Vec<String> = groups
             .values()
             .filter(|g| g.next_flush <= now && g.empty_since.is_none())
             .map(|g| g.key.clone())
             .collect();
+        if due.is_empty() {
+            return;
+        }
+        let inhibitor = Inhibitor::new(&compiled.inhibit, alerts, now);
         for key in due {
-            self.flush(&compiled, &mut st, &key, now);
+            if let Some(g) = groups.get_mut(&key) {
+                self.flush(&compiled, &inhibitor, g, nflog, inflight, now);
+            }
         }
     }
 
-    fn flush(&self, compiled: &Compiled, st: &mut State, key: &str, now: i64) {
-        let State {
-            alerts: all,
-            groups,
-            nflog,
-            inflight,
-        } = st;
-        let Some(g) = groups.get_mut(key) else { return };
+    fn flush(
+        &self,
+        compiled: &Compiled,
+        inhibitor: &Inhibitor<'_>,
+        g: &mut Group,
+        nflog: &mut HashMap<LogKey, LogEntry>,
+        inflight: &mut HashSet<LogKey>,
+        now: i64,
+    ) {
         g.next_flush = now + g.route.group_interval;
         g.has_flushed = true;
         let in_set = |names: &[String]| {
@@ -479,17 +523,27 @@ impl Dispatcher {
         } else {
             alerts
                 .into_iter()
-                .filter(|a| inhibited(&compiled.inhibit, all, &a.labels, now).is_none())
+                .filter(|a| inhibitor.mutes(&a.labels).is_none())
                 .filter(|a| self.inner.silences.muted_by(&a.labels, now).is_empty())
                 .collect()
         };
+        // Resolved alerts leave the group once every channel has been told
+        // (or had nothing to be told); until then they stay, so a send that
+        // is still in flight or failed is not the end of them.
+        let mut deferred = false;
         if !shown.is_empty() {
             let firing: BTreeSet<u64> = shown.iter().filter(|a| !a.resolved(now)).map(|a| a.fp).collect();
             let resolved: BTreeSet<u64> = shown.iter().filter(|a| a.resolved(now)).map(|a| a.fp).collect();
+            let sent_resolved: Vec<(u64, i64)> = shown
+                .iter()
+                .filter(|a| a.resolved(now))
+                .map(|a| (a.fp, a.updated_at))
+                .collect();
             let channels = compiled.receivers.get(&g.route.receiver).cloned().unwrap_or_default();
             for (idx, ch) in channels.iter().enumerate() {
                 let lk: LogKey = (g.key.clone(), g.route.receiver.clone(), idx);
                 if inflight.contains(&lk) {
+                    deferred = true;
                     continue;
                 }
                 let send_resolved = ch.notifier.send_resolved();
@@ -510,6 +564,7 @@ impl Dispatcher {
                     nflog.insert(lk, entry);
                     continue;
                 }
+                deferred = true;
                 let n = Notification::new(&g.route.receiver, &g.key, g.labels.clone(), to_send, &self.inner.external_url.read());
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 inflight.insert(lk.clone());
@@ -519,25 +574,37 @@ impl Dispatcher {
                 });
                 let me = self.clone();
                 let flushed = std::time::Instant::now();
+                let sent_resolved = sent_resolved.clone();
                 tokio::spawn(async move {
                     let ok = matches!(rx.await, Ok(Ok(())));
                     let mut st = me.inner.state.lock();
                     st.inflight.remove(&lk);
-                    if ok {
-                        // Stamped when the send finished, as Alertmanager's
-                        // log is; counted from the flush's clock so an
-                        // injected clock stays consistent.
-                        let at = now + flushed.elapsed().as_millis() as i64;
-                        st.nflog.insert(lk, LogEntry { at, ..entry });
+                    if !ok {
+                        return;
                     }
+                    // Stamped when the send finished, as Alertmanager's log
+                    // is; counted from the flush's clock so an injected
+                    // clock stays consistent.
+                    let at = now + flushed.elapsed().as_millis() as i64;
+                    if let Some(g) = st.groups.get_mut(&lk.0) {
+                        for (fp, updated) in &sent_resolved {
+                            if g.alerts.get(fp).is_some_and(|a| a.updated_at == *updated) {
+                                g.alerts.remove(fp);
+                            }
+                        }
+                        if g.alerts.is_empty() && g.empty_since.is_none() {
+                            g.empty_since = Some(at);
+                        }
+                    }
+                    st.nflog.insert(lk, LogEntry { at, ..entry });
                 });
             }
         }
-        // Resolved alerts are done with once they have been shown (or
-        // could not be); Alertmanager deletes them after the flush too.
-        g.alerts.retain(|_, a| !a.resolved(now));
-        if g.alerts.is_empty() {
-            g.empty_since = Some(now);
+        if !deferred {
+            g.alerts.retain(|_, a| !a.resolved(now));
+            if g.alerts.is_empty() {
+                g.empty_since = Some(now);
+            }
         }
     }
 
@@ -565,8 +632,11 @@ impl Dispatcher {
         if !self.inner.silences.muted_by(&labels, now).is_empty() {
             return 0;
         }
-        if inhibited(&compiled.inhibit, &self.inner.state.lock().alerts, &labels, now).is_some() {
-            return 0;
+        {
+            let st = self.inner.state.lock();
+            if Inhibitor::new(&compiled.inhibit, &st.alerts, now).mutes(&labels).is_some() {
+                return 0;
+            }
         }
         annotations.entry("summary".into()).or_insert_with(|| run.summary.clone());
         let alert = NotifAlert {
@@ -604,13 +674,15 @@ impl Dispatcher {
     pub fn alerts_json(&self, now: i64) -> Vec<serde_json::Value> {
         let compiled = self.inner.compiled.read().clone();
         let st = self.inner.state.lock();
+        let inhibitor = Inhibitor::new(&compiled.inhibit, &st.alerts, now);
         let mut out: Vec<(i64, u64, serde_json::Value)> = st
             .alerts
             .values()
             .filter(|a| !a.resolved(now))
             .map(|a| {
                 let silenced = self.inner.silences.muted_by(&a.labels, now);
-                let inhibited_by: Vec<String> = inhibited(&compiled.inhibit, &st.alerts, &a.labels, now)
+                let inhibited_by: Vec<String> = inhibitor
+                    .mutes(&a.labels)
                     .map(|f| format!("{f:016x}"))
                     .into_iter()
                     .collect();

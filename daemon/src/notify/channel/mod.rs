@@ -453,6 +453,13 @@ impl Channel {
     }
 }
 
+/// Sends in flight at once per channel: enough that thousands of groups
+/// flushing together do not queue behind one slow request, few enough to
+/// stay inside chat services' rate limits (a 429 is honoured anyway). The
+/// dispatcher never has two sends of the same group in flight, so a
+/// group's notifications stay in order.
+const CONCURRENT_SENDS: usize = 4;
+
 async fn worker(
     notifier: Arc<dyn Notifier>,
     mut rx: mpsc::Receiver<Job>,
@@ -461,6 +468,8 @@ async fn worker(
     metrics: ChannelMetrics,
 ) {
     let kind = notifier.kind();
+    let permits = Arc::new(tokio::sync::Semaphore::new(CONCURRENT_SENDS));
+    let mut running = tokio::task::JoinSet::new();
     while let Some(job) = rx.recv().await {
         metrics
             .queue_length
@@ -468,47 +477,69 @@ async fn worker(
                 channel: kind.into(),
             })
             .dec();
-        let n = &job.notification;
-        let mut attempt = 0u32;
-        let outcome = loop {
-            attempt += 1;
-            let r = match tokio::time::timeout(timeout, notifier.notify(n)).await {
-                Ok(r) => r,
-                Err(_) => Err(SendError::retry(format!("timed out after {timeout:?}"))),
-            };
-            match r {
-                Ok(()) => break Ok(()),
-                Err(SendError::Fatal(m)) => break Err(m),
-                Err(SendError::Retryable { message, after }) => {
-                    if attempt >= retry.max_attempts.max(1) {
-                        break Err(format!("{message} (gave up after {attempt} attempts)"));
-                    }
-                    let wait = retry.backoff(attempt, after);
-                    tracing::debug!(channel = kind, receiver = %n.receiver, attempt, error = %message, ?wait, "notification failed, retrying");
-                    metrics
-                        .retries
-                        .get_or_create(&ChannelLabel {
-                            channel: kind.into(),
-                        })
-                        .inc();
-                    tokio::time::sleep(wait).await;
-                }
-            }
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            break;
         };
-        match &outcome {
-            Ok(()) => {
-                metrics.count(kind, "sent");
-                tracing::debug!(channel = kind, receiver = %n.receiver, group = %n.group_key, "notification sent");
+        let (notifier, retry, metrics) = (notifier.clone(), retry.clone(), metrics.clone());
+        running.spawn(async move {
+            let outcome = deliver(notifier.as_ref(), &job.notification, &retry, timeout, &metrics).await;
+            if let Some(d) = job.done {
+                let _ = d.send(outcome);
             }
-            Err(e) => {
-                metrics.count(kind, "failed");
-                tracing::warn!(channel = kind, receiver = %n.receiver, group = %n.group_key, error = %e, "notification failed");
+            drop(permit);
+        });
+        while running.try_join_next().is_some() {}
+    }
+    // The queue is closed (reload or shutdown): finish what was taken.
+    while running.join_next().await.is_some() {}
+}
+
+/// One notification, with retries; counted once by its outcome.
+async fn deliver(
+    notifier: &dyn Notifier,
+    n: &Notification,
+    retry: &RetryConfig,
+    timeout: Duration,
+    metrics: &ChannelMetrics,
+) -> Result<(), String> {
+    let kind = notifier.kind();
+    let mut attempt = 0u32;
+    let outcome = loop {
+        attempt += 1;
+        let r = match tokio::time::timeout(timeout, notifier.notify(n)).await {
+            Ok(r) => r,
+            Err(_) => Err(SendError::retry(format!("timed out after {timeout:?}"))),
+        };
+        match r {
+            Ok(()) => break Ok(()),
+            Err(SendError::Fatal(m)) => break Err(m),
+            Err(SendError::Retryable { message, after }) => {
+                if attempt >= retry.max_attempts.max(1) {
+                    break Err(format!("{message} (gave up after {attempt} attempts)"));
+                }
+                let wait = retry.backoff(attempt, after);
+                tracing::debug!(channel = kind, receiver = %n.receiver, attempt, error = %message, ?wait, "notification failed, retrying");
+                metrics
+                    .retries
+                    .get_or_create(&ChannelLabel {
+                        channel: kind.into(),
+                    })
+                    .inc();
+                tokio::time::sleep(wait).await;
             }
         }
-        if let Some(d) = job.done {
-            let _ = d.send(outcome);
+    };
+    match &outcome {
+        Ok(()) => {
+            metrics.count(kind, "sent");
+            tracing::debug!(channel = kind, receiver = %n.receiver, group = %n.group_key, "notification sent");
+        }
+        Err(e) => {
+            metrics.count(kind, "failed");
+            tracing::warn!(channel = kind, receiver = %n.receiver, group = %n.group_key, error = %e, "notification failed");
         }
     }
+    outcome
 }
 
 /// Text of the labels worth showing: all but alertname.
