@@ -793,9 +793,17 @@ async fn slack_buttons_from_the_notification_approve_the_run_and_pagerduty_follo
         pd.events()
     );
     let ev = pd.events();
-    let actions: Vec<String> = ev.iter().map(|e| e.body["event_action"].as_str().unwrap_or("").to_string()).collect();
+    let actions: Vec<String> = ev
+        .iter()
+        .map(|e| e.body["event_action"].as_str().unwrap_or("").to_string())
+        .collect();
     assert_eq!(actions, ["trigger", "acknowledge", "resolve"], "{ev:?}");
-    assert!(ev.iter().all(|e| e.body["dedup_key"] == ev[0].body["dedup_key"]));
-    assert_eq!(ev[0].body["payload"]["custom_details"]["run_id"], id.as_str());
+    assert!(ev
+        .iter()
+        .all(|e| e.body["dedup_key"] == ev[0].body["dedup_key"]));
+    assert_eq!(
+        ev[0].body["payload"]["custom_details"]["run_id"],
+        id.as_str()
+    );
     assert!(pd.violations().is_empty(), "{:?}", pd.violations());
 }

@@ -1246,7 +1246,8 @@ async fn silences_persist_across_restart_and_expired_ones_are_kept() {
         assert_eq!(r.status(), 400);
     }
     let mut everything = silence("X");
-    everything["matchers"] = json!([{"name": "alertname", "value": ".*", "isRegex": true, "isEqual": true}]);
+    everything["matchers"] =
+        json!([{"name": "alertname", "value": ".*", "isRegex": true, "isEqual": true}]);
     let r = reqwest::Client::new()
         .post(format!("http://{}/api/v2/silences", hs.addr))
         .json(&everything)
@@ -1284,8 +1285,18 @@ async fn silences_persist_across_restart_and_expired_ones_are_kept() {
     post_alerts(
         hs.addr,
         &[
-            alert(&[("alertname", "Muted"), ("instance", "a")], &[], unix_now(), unix_now() + 3600.0),
-            alert(&[("alertname", "Other"), ("instance", "a")], &[], unix_now(), unix_now() + 3600.0),
+            alert(
+                &[("alertname", "Muted"), ("instance", "a")],
+                &[],
+                unix_now(),
+                unix_now() + 3600.0,
+            ),
+            alert(
+                &[("alertname", "Other"), ("instance", "a")],
+                &[],
+                unix_now(),
+                unix_now() + 3600.0,
+            ),
         ],
     )
     .await;

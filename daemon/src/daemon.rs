@@ -275,9 +275,14 @@ impl Daemon {
         tracker.spawn(breakers.clone().run(state.clone(), shutdown.clone()));
         let silences = Silences::new(Some(state.clone()));
         let restored = silences.restore().await?;
-        let dispatcher = Dispatcher::new(silences, ChannelMetrics::register(&mut telemetry.registry));
+        let dispatcher =
+            Dispatcher::new(silences, ChannelMetrics::register(&mut telemetry.registry));
         dispatcher.apply(&cfg.notify, &cfg.web.external_url(), &client);
-        tracing::info!(silences = restored, receivers = cfg.notify.receivers.len(), "notify router ready");
+        tracing::info!(
+            silences = restored,
+            receivers = cfg.notify.receivers.len(),
+            "notify router ready"
+        );
         tracker.spawn(dispatcher.clone().run(shutdown.clone()));
         sender.route_locally(dispatcher.clone());
         let escalator = Escalator::new(

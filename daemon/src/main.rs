@@ -654,7 +654,11 @@ fn notify_test(receiver: &str, config: Option<PathBuf>) -> ExitCode {
         eprintln!(
             "receiver {receiver:?} is not in notify.receivers of {} (there: {})",
             loaded.source.name(),
-            if names.is_empty() { "none".to_string() } else { names.join(", ") }
+            if names.is_empty() {
+                "none".to_string()
+            } else {
+                names.join(", ")
+            }
         );
         return ExitCode::from(1);
     };

@@ -148,7 +148,10 @@ impl Escalator {
             let event = if escalation {
                 "escalated".to_string()
             } else {
-                m.labels.get("event").cloned().unwrap_or_else(|| "notify".into())
+                m.labels
+                    .get("event")
+                    .cloned()
+                    .unwrap_or_else(|| "notify".into())
             };
             let get = |k: &str| m.labels.get(k).cloned().unwrap_or_default();
             routed = d.playbook_event(
@@ -181,11 +184,7 @@ impl Escalator {
             generator_url: self.external_url.lock().clone(),
             value: None,
         };
-        let kind = if escalation {
-            "escalation"
-        } else {
-            "notice"
-        };
+        let kind = if escalation { "escalation" } else { "notice" };
         let mut delivered = Vec::new();
         let mut errors = Vec::new();
         if cfg.alertmanager {

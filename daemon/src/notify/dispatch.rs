@@ -282,7 +282,9 @@ impl<'a> Inhibitor<'a> {
             .map(|r| {
                 alerts
                     .values()
-                    .filter(|s| !s.resolved(now) && super::matcher::matches_all(&r.source, &s.labels))
+                    .filter(|s| {
+                        !s.resolved(now) && super::matcher::matches_all(&r.source, &s.labels)
+                    })
                     .collect()
             })
             .collect();
@@ -300,7 +302,10 @@ impl<'a> Inhibitor<'a> {
             }
             let two_sided = super::matcher::matches_all(&r.source, labels);
             for s in sources {
-                if r.equal.iter().any(|n| get(&s.labels, n) != labels.get(n).map_or("", String::as_str)) {
+                if r.equal
+                    .iter()
+                    .any(|n| get(&s.labels, n) != labels.get(n).map_or("", String::as_str))
+                {
                     continue;
                 }
                 if two_sided && super::matcher::matches_all(&r.target, &s.labels) {
@@ -515,7 +520,8 @@ impl Dispatcher {
                     .is_some_and(|set| timeinterval::any_contains(set, now))
             })
         };
-        let muted_by_time = (!g.route.active.is_empty() && !in_set(&g.route.active)) || in_set(&g.route.mute);
+        let muted_by_time =
+            (!g.route.active.is_empty() && !in_set(&g.route.active)) || in_set(&g.route.mute);
         let mut alerts: Vec<&Alert> = g.alerts.values().collect();
         alerts.sort_by_key(|a| (a.starts_at, a.fp));
         let shown: Vec<&Alert> = if muted_by_time {
@@ -532,14 +538,26 @@ impl Dispatcher {
         // is still in flight or failed is not the end of them.
         let mut deferred = false;
         if !shown.is_empty() {
-            let firing: BTreeSet<u64> = shown.iter().filter(|a| !a.resolved(now)).map(|a| a.fp).collect();
-            let resolved: BTreeSet<u64> = shown.iter().filter(|a| a.resolved(now)).map(|a| a.fp).collect();
+            let firing: BTreeSet<u64> = shown
+                .iter()
+                .filter(|a| !a.resolved(now))
+                .map(|a| a.fp)
+                .collect();
+            let resolved: BTreeSet<u64> = shown
+                .iter()
+                .filter(|a| a.resolved(now))
+                .map(|a| a.fp)
+                .collect();
             let sent_resolved: Vec<(u64, i64)> = shown
                 .iter()
                 .filter(|a| a.resolved(now))
                 .map(|a| (a.fp, a.updated_at))
                 .collect();
-            let channels = compiled.receivers.get(&g.route.receiver).cloned().unwrap_or_default();
+            let channels = compiled
+                .receivers
+                .get(&g.route.receiver)
+                .cloned()
+                .unwrap_or_default();
             for (idx, ch) in channels.iter().enumerate() {
                 let lk: LogKey = (g.key.clone(), g.route.receiver.clone(), idx);
                 if inflight.contains(&lk) {
@@ -547,7 +565,14 @@ impl Dispatcher {
                     continue;
                 }
                 let send_resolved = ch.notifier.send_resolved();
-                if !needs_update(nflog.get(&lk), &firing, &resolved, send_resolved, g.route.repeat_interval, now) {
+                if !needs_update(
+                    nflog.get(&lk),
+                    &firing,
+                    &resolved,
+                    send_resolved,
+                    g.route.repeat_interval,
+                    now,
+                ) {
                     continue;
                 }
                 let to_send: Vec<NotifAlert> = shown
@@ -565,7 +590,13 @@ impl Dispatcher {
                     continue;
                 }
                 deferred = true;
-                let n = Notification::new(&g.route.receiver, &g.key, g.labels.clone(), to_send, &self.inner.external_url.read());
+                let n = Notification::new(
+                    &g.route.receiver,
+                    &g.key,
+                    g.labels.clone(),
+                    to_send,
+                    &self.inner.external_url.read(),
+                );
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 inflight.insert(lk.clone());
                 ch.enqueue(Job {
@@ -610,13 +641,20 @@ impl Dispatcher {
 
     /// Routes a playbook event at once (no grouping) to the receivers its
     /// labels reach, unless silenced, inhibited or outside time intervals.
-    pub fn playbook_event(&self, run: RunEvent, severity: &str, mut annotations: BTreeMap<String, String>) -> usize {
+    pub fn playbook_event(
+        &self,
+        run: RunEvent,
+        severity: &str,
+        mut annotations: BTreeMap<String, String>,
+    ) -> usize {
         let compiled = self.inner.compiled.read().clone();
         // A playbook's own `notify` step always goes out.
         if run.event != "notify" && !compiled.playbook_events.contains(&run.event) {
             return 0;
         }
-        let Some(root) = &compiled.route else { return 0 };
+        let Some(root) = &compiled.route else {
+            return 0;
+        };
         let now = now_ms();
         let labels: BTreeMap<String, String> = [
             ("alertname", "HomeostatPlaybookRun"),
@@ -634,36 +672,70 @@ impl Dispatcher {
         }
         {
             let st = self.inner.state.lock();
-            if Inhibitor::new(&compiled.inhibit, &st.alerts, now).mutes(&labels).is_some() {
+            if Inhibitor::new(&compiled.inhibit, &st.alerts, now)
+                .mutes(&labels)
+                .is_some()
+            {
                 return 0;
             }
         }
-        annotations.entry("summary".into()).or_insert_with(|| run.summary.clone());
+        annotations
+            .entry("summary".into())
+            .or_insert_with(|| run.summary.clone());
         let alert = NotifAlert {
-            status: if run.event == "succeeded" { "resolved" } else { "firing" },
+            status: if run.event == "succeeded" {
+                "resolved"
+            } else {
+                "firing"
+            },
             labels: labels.clone(),
             annotations,
             starts_at_ms: now,
             ends_at_ms: (run.event == "succeeded").then_some(now),
-            generator_url: format!("{}/api/v1/playbooks/runs/{}", self.inner.external_url.read().trim_end_matches('/'), run.run_id),
+            generator_url: format!(
+                "{}/api/v1/playbooks/runs/{}",
+                self.inner.external_url.read().trim_end_matches('/'),
+                run.run_id
+            ),
             fingerprint: fingerprint(&labels),
             value: None,
         };
         let mut sent = 0;
         for r in root.match_labels(&labels) {
-            let in_set = |names: &[String]| names.iter().any(|n| compiled.intervals.get(n).is_some_and(|s| timeinterval::any_contains(s, now)));
-            if (!r.active_time_intervals.is_empty() && !in_set(&r.active_time_intervals)) || in_set(&r.mute_time_intervals) {
+            let in_set = |names: &[String]| {
+                names.iter().any(|n| {
+                    compiled
+                        .intervals
+                        .get(n)
+                        .is_some_and(|s| timeinterval::any_contains(s, now))
+                })
+            };
+            if (!r.active_time_intervals.is_empty() && !in_set(&r.active_time_intervals))
+                || in_set(&r.mute_time_intervals)
+            {
                 continue;
             }
             let gl = r.group_labels(&labels);
             let key = format!("{}:{}", r.key, labelset_string(&gl));
             for ch in compiled.receivers.get(&r.receiver).into_iter().flatten() {
-                if alert.status == "resolved" && !ch.notifier.send_resolved() && ch.notifier.kind() != "pagerduty" {
+                if alert.status == "resolved"
+                    && !ch.notifier.send_resolved()
+                    && ch.notifier.kind() != "pagerduty"
+                {
                     continue;
                 }
-                let mut n = Notification::new(&r.receiver, &key, gl.clone(), vec![alert.clone()], &self.inner.external_url.read());
+                let mut n = Notification::new(
+                    &r.receiver,
+                    &key,
+                    gl.clone(),
+                    vec![alert.clone()],
+                    &self.inner.external_url.read(),
+                );
                 n.run = Some(run.clone());
-                ch.enqueue(Job { notification: n, done: None });
+                ch.enqueue(Job {
+                    notification: n,
+                    done: None,
+                });
                 sent += 1;
             }
         }
@@ -722,22 +794,75 @@ mod tests {
 
     #[test]
     fn dedup_follows_alertmanager() {
-        let e = LogEntry { firing: set(&[1, 2]), resolved: set(&[]), at: 1000 };
+        let e = LogEntry {
+            firing: set(&[1, 2]),
+            resolved: set(&[]),
+            at: 1000,
+        };
         // First notification only with something firing.
         assert!(needs_update(None, &set(&[1]), &set(&[]), true, 100, 0));
         assert!(!needs_update(None, &set(&[]), &set(&[1]), true, 100, 0));
         // A new firing alert.
-        assert!(needs_update(Some(&e), &set(&[1, 3]), &set(&[]), true, 10_000, 1001));
+        assert!(needs_update(
+            Some(&e),
+            &set(&[1, 3]),
+            &set(&[]),
+            true,
+            10_000,
+            1001
+        ));
         // Fewer firing, nothing newly resolved shown: wait for repeat.
-        assert!(!needs_update(Some(&e), &set(&[1]), &set(&[]), true, 10_000, 1001));
+        assert!(!needs_update(
+            Some(&e),
+            &set(&[1]),
+            &set(&[]),
+            true,
+            10_000,
+            1001
+        ));
         // Newly resolved, sent only with send_resolved.
-        assert!(needs_update(Some(&e), &set(&[1]), &set(&[2]), true, 10_000, 1001));
-        assert!(!needs_update(Some(&e), &set(&[1]), &set(&[2]), false, 10_000, 1001));
+        assert!(needs_update(
+            Some(&e),
+            &set(&[1]),
+            &set(&[2]),
+            true,
+            10_000,
+            1001
+        ));
+        assert!(!needs_update(
+            Some(&e),
+            &set(&[1]),
+            &set(&[2]),
+            false,
+            10_000,
+            1001
+        ));
         // All resolved: always, to clear the log.
-        assert!(needs_update(Some(&e), &set(&[]), &set(&[1, 2]), false, 10_000, 1001));
+        assert!(needs_update(
+            Some(&e),
+            &set(&[]),
+            &set(&[1, 2]),
+            false,
+            10_000,
+            1001
+        ));
         // Repeat.
-        assert!(needs_update(Some(&e), &set(&[1, 2]), &set(&[]), true, 500, 1501));
-        assert!(!needs_update(Some(&e), &set(&[1, 2]), &set(&[]), true, 500, 1500));
+        assert!(needs_update(
+            Some(&e),
+            &set(&[1, 2]),
+            &set(&[]),
+            true,
+            500,
+            1501
+        ));
+        assert!(!needs_update(
+            Some(&e),
+            &set(&[1, 2]),
+            &set(&[]),
+            true,
+            500,
+            1500
+        ));
     }
 
     #[test]
@@ -768,7 +893,10 @@ mod tests {
     }
 
     fn alert(labels: &[(&str, &str)], starts: i64, ends: i64, now: i64) -> Alert {
-        let labels: BTreeMap<String, String> = labels.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        let labels: BTreeMap<String, String> = labels
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
         Alert {
             fp: fingerprint(&labels),
             labels,
@@ -818,21 +946,45 @@ mod tests {
 
     #[tokio::test]
     async fn groups_waits_repeats_inhibits() {
-        let (d, rec) = rig(
-            r#"
+        let (d, rec) = rig(r#"
 route: {receiver: r, group_by: [alertname], group_wait: 10s, group_interval: 20s, repeat_interval: 60s}
 receivers: [{name: r}]
 inhibit_rules: [{source_matchers: ['alertname="Down"'], target_matchers: ['severity="warning"'], equal: [cluster]}]
-"#,
-        );
+"#);
         let t0 = 1_000_000;
-        d.put(vec![
-            alert(&[("alertname", "A"), ("i", "1")], t0, t0 + 3_600_000, t0),
-            alert(&[("alertname", "A"), ("i", "2")], t0, t0 + 3_600_000, t0),
-            alert(&[("alertname", "W"), ("severity", "warning"), ("cluster", "a")], t0, t0 + 3_600_000, t0),
-            alert(&[("alertname", "W"), ("severity", "warning"), ("cluster", "b")], t0, t0 + 3_600_000, t0),
-            alert(&[("alertname", "Down"), ("cluster", "a")], t0, t0 + 3_600_000, t0),
-        ], t0);
+        d.put(
+            vec![
+                alert(&[("alertname", "A"), ("i", "1")], t0, t0 + 3_600_000, t0),
+                alert(&[("alertname", "A"), ("i", "2")], t0, t0 + 3_600_000, t0),
+                alert(
+                    &[
+                        ("alertname", "W"),
+                        ("severity", "warning"),
+                        ("cluster", "a"),
+                    ],
+                    t0,
+                    t0 + 3_600_000,
+                    t0,
+                ),
+                alert(
+                    &[
+                        ("alertname", "W"),
+                        ("severity", "warning"),
+                        ("cluster", "b"),
+                    ],
+                    t0,
+                    t0 + 3_600_000,
+                    t0,
+                ),
+                alert(
+                    &[("alertname", "Down"), ("cluster", "a")],
+                    t0,
+                    t0 + 3_600_000,
+                    t0,
+                ),
+            ],
+            t0,
+        );
         d.flush_due(t0 + 9_999);
         settle().await;
         assert!(rec.lock().is_empty(), "group_wait not honoured");
@@ -840,7 +992,10 @@ inhibit_rules: [{source_matchers: ['alertname="Down"'], target_matchers: ['sever
         settle().await;
         {
             let got = rec.lock();
-            let mut keys: Vec<(String, usize)> = got.iter().map(|n| (n.group_key.clone(), n.alerts.len())).collect();
+            let mut keys: Vec<(String, usize)> = got
+                .iter()
+                .map(|n| (n.group_key.clone(), n.alerts.len()))
+                .collect();
             keys.sort();
             assert_eq!(
                 keys,
@@ -864,7 +1019,10 @@ inhibit_rules: [{source_matchers: ['alertname="Down"'], target_matchers: ['sever
         rec.lock().clear();
         // One resolves: a notification with it resolved, at the next interval.
         let now = t0 + 80_000;
-        d.put(vec![alert(&[("alertname", "A"), ("i", "1")], t0, now, now)], now);
+        d.put(
+            vec![alert(&[("alertname", "A"), ("i", "1")], t0, now, now)],
+            now,
+        );
         d.flush_due(now);
         settle().await;
         assert!(rec.lock().is_empty(), "waits for group_interval");
@@ -872,6 +1030,13 @@ inhibit_rules: [{source_matchers: ['alertname="Down"'], target_matchers: ['sever
         settle().await;
         let got = rec.lock().clone();
         assert_eq!(got.len(), 1);
-        assert_eq!(got[0].alerts.iter().filter(|a| a.status == "resolved").count(), 1);
+        assert_eq!(
+            got[0]
+                .alerts
+                .iter()
+                .filter(|a| a.status == "resolved")
+                .count(),
+            1
+        );
     }
 }

@@ -233,9 +233,14 @@ mod tests {
         assert_eq!(m[3].to_string(), r#"x!~"a\"b""#);
         let l = labels(&[("severity", "page"), ("team", "db"), ("x", "c")]);
         assert!(matches_all(&m, &l));
-        assert!(!matches_all(&m, &labels(&[("severity", "page"), ("team", "dbx")])));
+        assert!(!matches_all(
+            &m,
+            &labels(&[("severity", "page"), ("team", "dbx")])
+        ));
         // Absent label is "".
-        assert!(Matcher::new("a", MatchOp::Eq, "").unwrap().matches_labels(&l));
+        assert!(Matcher::new("a", MatchOp::Eq, "")
+            .unwrap()
+            .matches_labels(&l));
     }
 
     #[test]
@@ -251,10 +256,7 @@ mod tests {
     fn sorts_and_prints_like_alertmanager() {
         let mut m = parse(r#"team=~"x",alertname="A",team="x""#).unwrap();
         sort(&mut m);
-        assert_eq!(
-            to_string(&m),
-            r#"{alertname="A",team="x",team=~"x"}"#
-        );
+        assert_eq!(to_string(&m), r#"{alertname="A",team="x",team=~"x"}"#);
         assert_eq!(to_string(&[]), "{}");
     }
 }

@@ -37,7 +37,13 @@ pub use alertmanager::{AlertingConfig, AlertmanagerSender, AmAlert};
 pub use dispatch::Dispatcher;
 
 /// The playbook events there are; `notify.playbook_events` picks.
-pub const PLAYBOOK_EVENTS: [&str; 5] = ["started", "awaiting_approval", "succeeded", "failed", "escalated"];
+pub const PLAYBOOK_EVENTS: [&str; 5] = [
+    "started",
+    "awaiting_approval",
+    "succeeded",
+    "failed",
+    "escalated",
+];
 
 /// The `notify:` section: `alertmanager.yml`'s `route`, `receivers`,
 /// `inhibit_rules`, `time_intervals` and `global`, plus delivery settings.
@@ -207,12 +213,25 @@ impl NotifyConfig {
     }
 
     /// Everything but the channels: routes, inhibition, intervals.
-    fn compile_rules(&self, v: &mut Validator) -> (Option<Route>, Vec<InhibitRule>, BTreeMap<String, Vec<Interval>>) {
+    fn compile_rules(
+        &self,
+        v: &mut Validator,
+    ) -> (
+        Option<Route>,
+        Vec<InhibitRule>,
+        BTreeMap<String, Vec<Interval>>,
+    ) {
         let mut intervals = BTreeMap::new();
-        for (field, list) in [("time_intervals", &self.time_intervals), ("mute_time_intervals", &self.mute_time_intervals)] {
+        for (field, list) in [
+            ("time_intervals", &self.time_intervals),
+            ("mute_time_intervals", &self.mute_time_intervals),
+        ] {
             for (i, ti) in list.iter().enumerate() {
                 if intervals.contains_key(&ti.name) {
-                    v.error(format!("notify.{field}.{i}.name"), format!("time interval {:?} is defined twice", ti.name));
+                    v.error(
+                        format!("notify.{field}.{i}.name"),
+                        format!("time interval {:?} is defined twice", ti.name),
+                    );
                 }
                 let mut parsed = Vec::new();
                 for (j, c) in ti.time_intervals.iter().enumerate() {
@@ -237,8 +256,22 @@ impl NotifyConfig {
             .map(|(i, r)| {
                 let p = format!("notify.inhibit_rules.{i}");
                 InhibitRule {
-                    source: matchers_of(&r.source_matchers, &r.source_match, &r.source_match_re, &p, "source", v),
-                    target: matchers_of(&r.target_matchers, &r.target_match, &r.target_match_re, &p, "target", v),
+                    source: matchers_of(
+                        &r.source_matchers,
+                        &r.source_match,
+                        &r.source_match_re,
+                        &p,
+                        "source",
+                        v,
+                    ),
+                    target: matchers_of(
+                        &r.target_matchers,
+                        &r.target_match,
+                        &r.target_match_re,
+                        &p,
+                        "target",
+                        v,
+                    ),
                     equal: r.equal.clone(),
                 }
             })
@@ -256,10 +289,17 @@ impl NotifyConfig {
                 v.error(format!("{p}.name"), "is required");
             }
             if !seen.insert(&r.name) {
-                v.error(format!("{p}.name"), format!("receiver {:?} is defined twice", r.name));
+                v.error(
+                    format!("{p}.name"),
+                    format!("receiver {:?} is defined twice", r.name),
+                );
             }
             for (j, c) in r.slack_configs.iter().enumerate() {
-                c.validate(&format!("{p}.slack_configs.{j}"), self.global.slack_api_url.as_ref(), v);
+                c.validate(
+                    &format!("{p}.slack_configs.{j}"),
+                    self.global.slack_api_url.as_ref(),
+                    v,
+                );
             }
             for (j, c) in r.pagerduty_configs.iter().enumerate() {
                 c.validate(&format!("{p}.pagerduty_configs.{j}"), v);
@@ -275,7 +315,10 @@ impl NotifyConfig {
             channel::webhook::check_url(u, &format!("{path}.global.pagerduty_url"), v);
         }
         if self.route.is_none() && !self.receivers.is_empty() {
-            v.error(format!("{path}.route"), "receivers are defined but no route sends anything to them");
+            v.error(
+                format!("{path}.route"),
+                "receivers are defined but no route sends anything to them",
+            );
         }
         if self.queue_capacity == 0 {
             v.error(format!("{path}.queue_capacity"), "must be greater than 0");
@@ -288,7 +331,10 @@ impl NotifyConfig {
         }
         for (i, e) in self.playbook_events.iter().enumerate() {
             if !PLAYBOOK_EVENTS.contains(&e.as_str()) {
-                v.error(format!("{path}.playbook_events.{i}"), format!("{e:?} is not one of {}", PLAYBOOK_EVENTS.join(", ")));
+                v.error(
+                    format!("{path}.playbook_events.{i}"),
+                    format!("{e:?} is not one of {}", PLAYBOOK_EVENTS.join(", ")),
+                );
             }
         }
     }
@@ -302,7 +348,11 @@ impl NotifyConfig {
                 .clone()
                 .or_else(|| self.global.slack_api_url.clone())
                 .unwrap_or_else(|| Secret::new(channel::slack::POST_MESSAGE_URL));
-            out.push(Arc::new(Slack { cfg: c.clone(), url, http: http.clone() }));
+            out.push(Arc::new(Slack {
+                cfg: c.clone(),
+                url,
+                http: http.clone(),
+            }));
         }
         for c in &r.pagerduty_configs {
             let url = c
@@ -310,13 +360,24 @@ impl NotifyConfig {
                 .clone()
                 .or_else(|| self.global.pagerduty_url.clone())
                 .unwrap_or_else(|| channel::pagerduty::EVENTS_URL.to_string());
-            out.push(Arc::new(Pagerduty { cfg: c.clone(), url, http: http.clone() }));
+            out.push(Arc::new(Pagerduty {
+                cfg: c.clone(),
+                url,
+                http: http.clone(),
+            }));
         }
         for c in &r.email_configs {
-            out.push(Arc::new(Email { cfg: c.clone(), defaults: self.global.smtp(), timeout: self.timeout.0 }));
+            out.push(Arc::new(Email {
+                cfg: c.clone(),
+                defaults: self.global.smtp(),
+                timeout: self.timeout.0,
+            }));
         }
         for c in &r.webhook_configs {
-            out.push(Arc::new(Webhook { cfg: c.clone(), http: http.clone() }));
+            out.push(Arc::new(Webhook {
+                cfg: c.clone(),
+                http: http.clone(),
+            }));
         }
         out
     }
@@ -333,7 +394,15 @@ impl NotifyConfig {
                 let chans = self
                     .notifiers(r, http)
                     .into_iter()
-                    .map(|n| Channel::start(n, self.queue_capacity, self.retry.clone(), self.timeout.0, metrics.clone()))
+                    .map(|n| {
+                        Channel::start(
+                            n,
+                            self.queue_capacity,
+                            self.retry.clone(),
+                            self.timeout.0,
+                            metrics.clone(),
+                        )
+                    })
                     .collect();
                 (r.name.clone(), chans)
             })

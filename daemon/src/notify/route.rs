@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::matcher::{self, Matcher, MatchOp};
+use super::matcher::{self, MatchOp, Matcher};
 use crate::config::{PromDuration, Validator};
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -88,10 +88,16 @@ impl Route {
         }
         matcher::sort(&mut ms);
         if parent.is_none() && !ms.is_empty() {
-            v.error(format!("{path}.matchers"), "the root route must not have matchers");
+            v.error(
+                format!("{path}.matchers"),
+                "the root route must not have matchers",
+            );
         }
         if parent.is_none() && c.continue_matching {
-            v.error(format!("{path}.continue"), "cannot be set on the root route");
+            v.error(
+                format!("{path}.continue"),
+                "cannot be set on the root route",
+            );
         }
         let receiver = c
             .receiver
@@ -99,14 +105,23 @@ impl Route {
             .or_else(|| parent.map(|p| p.receiver.clone()))
             .unwrap_or_default();
         if receiver.is_empty() {
-            v.error(format!("{path}.receiver"), "the root route must name a receiver");
+            v.error(
+                format!("{path}.receiver"),
+                "the root route must name a receiver",
+            );
         } else if !receivers.contains(&receiver) {
-            v.error(format!("{path}.receiver"), format!("undefined receiver {receiver:?} used in route"));
+            v.error(
+                format!("{path}.receiver"),
+                format!("undefined receiver {receiver:?} used in route"),
+            );
         }
         let group_by = match &c.group_by {
             Some(g) if g.iter().any(|l| l == "...") => {
                 if g.len() > 1 {
-                    v.error(format!("{path}.group_by"), "cannot have grouping labels and ... at the same time");
+                    v.error(
+                        format!("{path}.group_by"),
+                        "cannot have grouping labels and ... at the same time",
+                    );
                 }
                 GroupBy::All
             }
@@ -114,33 +129,59 @@ impl Route {
                 let mut seen = std::collections::BTreeSet::new();
                 for (i, l) in g.iter().enumerate() {
                     if !crate::collect::relabel::valid_label_name(l) {
-                        v.error(format!("{path}.group_by.{i}"), format!("{l:?} is not a valid label name"));
+                        v.error(
+                            format!("{path}.group_by.{i}"),
+                            format!("{l:?} is not a valid label name"),
+                        );
                     }
                     if !seen.insert(l) {
-                        v.error(format!("{path}.group_by.{i}"), format!("duplicated label {l:?} in group_by"));
+                        v.error(
+                            format!("{path}.group_by.{i}"),
+                            format!("duplicated label {l:?} in group_by"),
+                        );
                     }
                 }
                 GroupBy::Labels(g.clone())
             }
             None => parent.map_or(GroupBy::Labels(Vec::new()), |p| p.group_by.clone()),
         };
-        let inherit = |own: Option<PromDuration>, p: Option<Duration>, d: Duration| own.map(|x| x.0).or(p).unwrap_or(d);
-        let group_wait = inherit(c.group_wait, parent.map(|p| p.group_wait), DEFAULT_GROUP_WAIT);
-        let group_interval = inherit(c.group_interval, parent.map(|p| p.group_interval), DEFAULT_GROUP_INTERVAL);
-        let repeat_interval = inherit(c.repeat_interval, parent.map(|p| p.repeat_interval), DEFAULT_REPEAT_INTERVAL);
+        let inherit = |own: Option<PromDuration>, p: Option<Duration>, d: Duration| {
+            own.map(|x| x.0).or(p).unwrap_or(d)
+        };
+        let group_wait = inherit(
+            c.group_wait,
+            parent.map(|p| p.group_wait),
+            DEFAULT_GROUP_WAIT,
+        );
+        let group_interval = inherit(
+            c.group_interval,
+            parent.map(|p| p.group_interval),
+            DEFAULT_GROUP_INTERVAL,
+        );
+        let repeat_interval = inherit(
+            c.repeat_interval,
+            parent.map(|p| p.repeat_interval),
+            DEFAULT_REPEAT_INTERVAL,
+        );
         if group_interval.is_zero() {
             v.error(format!("{path}.group_interval"), "cannot be zero");
         }
         if repeat_interval.is_zero() {
             v.error(format!("{path}.repeat_interval"), "cannot be zero");
         }
-        for (field, names) in [("mute_time_intervals", &c.mute_time_intervals), ("active_time_intervals", &c.active_time_intervals)] {
+        for (field, names) in [
+            ("mute_time_intervals", &c.mute_time_intervals),
+            ("active_time_intervals", &c.active_time_intervals),
+        ] {
             if parent.is_none() && !names.is_empty() {
                 v.error(format!("{path}.{field}"), "cannot be set on the root route");
             }
             for (i, n) in names.iter().enumerate() {
                 if !intervals.contains(n) {
-                    v.error(format!("{path}.{field}.{i}"), format!("undefined time interval {n:?} used in route"));
+                    v.error(
+                        format!("{path}.{field}.{i}"),
+                        format!("undefined time interval {n:?} used in route"),
+                    );
                 }
             }
         }
@@ -165,7 +206,16 @@ impl Route {
             .routes
             .iter()
             .enumerate()
-            .map(|(i, child)| Route::compile(child, Some(&r), &format!("{path}.routes.{i}"), receivers, intervals, v))
+            .map(|(i, child)| {
+                Route::compile(
+                    child,
+                    Some(&r),
+                    &format!("{path}.routes.{i}"),
+                    receivers,
+                    intervals,
+                    v,
+                )
+            })
             .collect();
         r
     }
@@ -220,13 +270,22 @@ mod tests {
     fn tree(yaml: &str) -> Route {
         let c: RouteConfig = serde_norway::from_str(yaml).unwrap();
         let mut v = Validator::new();
-        let r = Route::compile(&c, None, "route", &["default".into(), "pager".into(), "team".into()], &[], &mut v);
+        let r = Route::compile(
+            &c,
+            None,
+            "route",
+            &["default".into(), "pager".into(), "team".into()],
+            &[],
+            &mut v,
+        );
         assert!(v.issues.is_empty(), "{:?}", v.issues);
         r
     }
 
     fn l(p: &[(&str, &str)]) -> BTreeMap<String, String> {
-        p.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        p.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     #[test]
@@ -266,11 +325,17 @@ routes:
 
     #[test]
     fn errors_name_the_field() {
-        let c: RouteConfig = serde_norway::from_str("receiver: nope\nroutes: [{matchers: ['a=~\"(\"'], active_time_intervals: [x]}]").unwrap();
+        let c: RouteConfig = serde_norway::from_str(
+            "receiver: nope\nroutes: [{matchers: ['a=~\"(\"'], active_time_intervals: [x]}]",
+        )
+        .unwrap();
         let mut v = Validator::new();
         Route::compile(&c, None, "notify.route", &["default".into()], &[], &mut v);
         let paths: Vec<String> = v.issues.iter().filter_map(|i| i.path.clone()).collect();
-        assert!(paths.contains(&"notify.route.receiver".to_string()), "{paths:?}");
+        assert!(
+            paths.contains(&"notify.route.receiver".to_string()),
+            "{paths:?}"
+        );
         assert!(paths.contains(&"notify.route.routes.0.matchers.0".to_string()));
         assert!(paths.contains(&"notify.route.routes.0.active_time_intervals.0".to_string()));
     }

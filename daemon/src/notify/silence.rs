@@ -150,7 +150,9 @@ impl Silences {
                         self.inner.write().insert(s.id.clone(), s);
                         n += 1;
                     }
-                    Err(e) => tracing::warn!(id = %s.id, error = %e, "stored silence does not compile; skipped"),
+                    Err(e) => {
+                        tracing::warn!(id = %s.id, error = %e, "stored silence does not compile; skipped")
+                    }
                 },
                 Err(e) => tracing::warn!(error = %e, "stored silence unreadable; skipped"),
             }
@@ -165,7 +167,9 @@ impl Silences {
         let starts = parse_time(&p.starts_at).map_err(SilenceError::Invalid)?;
         let ends = parse_time(&p.ends_at).map_err(SilenceError::Invalid)?;
         if p.matchers.is_empty() {
-            return Err(SilenceError::Invalid("at least one matcher is required".into()));
+            return Err(SilenceError::Invalid(
+                "at least one matcher is required".into(),
+            ));
         }
         let compiled = compile(&p.matchers).map_err(SilenceError::Invalid)?;
         if compiled.iter().all(|m| m.matches("")) {
@@ -174,7 +178,9 @@ impl Silences {
             ));
         }
         if ends <= starts {
-            return Err(SilenceError::Invalid("endsAt must be after startsAt".into()));
+            return Err(SilenceError::Invalid(
+                "endsAt must be after startsAt".into(),
+            ));
         }
         if ends <= now {
             return Err(SilenceError::Invalid("endsAt is in the past".into()));
@@ -223,8 +229,10 @@ impl Silences {
 
     async fn store(&self, s: &Silence) -> Result<(), SilenceError> {
         if let Some(db) = &self.db {
-            let body = serde_json::to_string(s).map_err(|e| SilenceError::Invalid(e.to_string()))?;
-            db.save_silence(&s.id, &body, s.ends_at_ms, s.updated_at_ms).await?;
+            let body =
+                serde_json::to_string(s).map_err(|e| SilenceError::Invalid(e.to_string()))?;
+            db.save_silence(&s.id, &body, s.ends_at_ms, s.updated_at_ms)
+                .await?;
         }
         Ok(())
     }
@@ -314,21 +322,45 @@ mod tests {
         let s = Silences::new(None);
         let now = parse_time("2026-11-23T10:00:00Z").unwrap();
         let id = s
-            .upsert(post(&[("instance", "db-.*", true)], "2026-11-23T09:00:00Z", "2026-11-23T11:00:00Z"), now)
+            .upsert(
+                post(
+                    &[("instance", "db-.*", true)],
+                    "2026-11-23T09:00:00Z",
+                    "2026-11-23T11:00:00Z",
+                ),
+                now,
+            )
             .await
             .unwrap();
         let l: BTreeMap<String, String> = [("instance".to_string(), "db-1".to_string())].into();
         assert_eq!(s.muted_by(&l, now), vec![id.clone()]);
-        assert!(s.muted_by(&l, parse_time("2026-11-23T11:00:00Z").unwrap()).is_empty());
+        assert!(s
+            .muted_by(&l, parse_time("2026-11-23T11:00:00Z").unwrap())
+            .is_empty());
         s.expire(&id, now + 1).await.unwrap();
         assert!(s.muted_by(&l, now + 2).is_empty());
         assert_eq!(s.get(&id).unwrap().state(now + 2), "expired");
-        assert!(matches!(s.expire(&id, now + 3).await, Err(SilenceError::Expired(_))));
+        assert!(matches!(
+            s.expire(&id, now + 3).await,
+            Err(SilenceError::Expired(_))
+        ));
         for bad in [
             post(&[], "2026-11-23T09:00:00Z", "2026-11-23T11:00:00Z"),
-            post(&[("a", ".*", true)], "2026-11-23T09:00:00Z", "2026-11-23T11:00:00Z"),
-            post(&[("a", "b", false)], "2026-11-23T09:00:00Z", "2026-11-23T09:30:00Z"),
-            post(&[("a", "(", true)], "2026-11-23T09:00:00Z", "2026-11-23T11:00:00Z"),
+            post(
+                &[("a", ".*", true)],
+                "2026-11-23T09:00:00Z",
+                "2026-11-23T11:00:00Z",
+            ),
+            post(
+                &[("a", "b", false)],
+                "2026-11-23T09:00:00Z",
+                "2026-11-23T09:30:00Z",
+            ),
+            post(
+                &[("a", "(", true)],
+                "2026-11-23T09:00:00Z",
+                "2026-11-23T11:00:00Z",
+            ),
         ] {
             assert!(s.upsert(bad, now).await.is_err());
         }

@@ -156,8 +156,9 @@ impl Interval {
         let tz = match c.location.as_deref() {
             None | Some("UTC") | Some("") => TimeZone::UTC,
             Some("Local") => TimeZone::system(),
-            Some(name) => TimeZone::get(name)
-                .map_err(|e| format!("unknown location {name:?}: {e}"))?,
+            Some(name) => {
+                TimeZone::get(name).map_err(|e| format!("unknown location {name:?}: {e}"))?
+            }
         };
         Ok(Interval {
             times,

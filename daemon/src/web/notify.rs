@@ -21,7 +21,10 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/v2/alerts", get(list_alerts).post(post_alerts))
         .route("/api/v2/silences", get(list_silences).post(post_silence))
-        .route("/api/v2/silence/{id}", get(get_silence).delete(expire_silence))
+        .route(
+            "/api/v2/silence/{id}",
+            get(get_silence).delete(expire_silence),
+        )
         .route("/api/v2/silence/{id}/", delete(expire_silence))
 }
 
@@ -90,7 +93,11 @@ fn silence_error(e: SilenceError) -> Response {
     error(status, e.to_string())
 }
 
-async fn post_silence(State(s): State<AppState>, parts: Parts, body: axum::body::Bytes) -> Response {
+async fn post_silence(
+    State(s): State<AppState>,
+    parts: Parts,
+    body: axum::body::Bytes,
+) -> Response {
     let user = match authorize(&s, &parts.headers, peer(&parts)) {
         Ok(u) => u,
         Err(r) => return r,
@@ -105,7 +112,13 @@ async fn post_silence(State(s): State<AppState>, parts: Parts, body: axum::body:
             let _ = s
                 .playbooks
                 .state_db()
-                .audit(now_ms(), &user, "silence.create", &format!("silence/{id}"), &summary)
+                .audit(
+                    now_ms(),
+                    &user,
+                    "silence.create",
+                    &format!("silence/{id}"),
+                    &summary,
+                )
                 .await;
             Json(json!({"silenceID": id})).into_response()
         }
@@ -113,7 +126,11 @@ async fn post_silence(State(s): State<AppState>, parts: Parts, body: axum::body:
     }
 }
 
-async fn expire_silence(State(s): State<AppState>, Path(id): Path<String>, parts: Parts) -> Response {
+async fn expire_silence(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    parts: Parts,
+) -> Response {
     let user = match authorize(&s, &parts.headers, peer(&parts)) {
         Ok(u) => u,
         Err(r) => return r,
@@ -123,7 +140,13 @@ async fn expire_silence(State(s): State<AppState>, Path(id): Path<String>, parts
             let _ = s
                 .playbooks
                 .state_db()
-                .audit(now_ms(), &user, "silence.expire", &format!("silence/{id}"), "")
+                .audit(
+                    now_ms(),
+                    &user,
+                    "silence.expire",
+                    &format!("silence/{id}"),
+                    "",
+                )
                 .await;
             StatusCode::OK.into_response()
         }

@@ -70,31 +70,48 @@ impl EmailConfig {
     pub fn validate(&self, path: &str, g: &SmtpDefaults, v: &mut Validator) {
         for (i, to) in self.to.split(',').enumerate() {
             if to.trim().parse::<Mailbox>().is_err() {
-                v.error(format!("{path}.to"), format!("address {} ({to:?}) is not an email address", i + 1));
+                v.error(
+                    format!("{path}.to"),
+                    format!("address {} ({to:?}) is not an email address", i + 1),
+                );
             }
         }
         match self.from.as_ref().or(g.from.as_ref()) {
-            None => v.error(format!("{path}.from"), "is required (or notify.global.smtp_from)"),
-            Some(f) if f.parse::<Mailbox>().is_err() => {
-                v.error(format!("{path}.from"), format!("{f:?} is not an email address"))
-            }
+            None => v.error(
+                format!("{path}.from"),
+                "is required (or notify.global.smtp_from)",
+            ),
+            Some(f) if f.parse::<Mailbox>().is_err() => v.error(
+                format!("{path}.from"),
+                format!("{f:?} is not an email address"),
+            ),
             _ => {}
         }
         match self.smarthost.as_ref().or(g.smarthost.as_ref()) {
-            None => v.error(format!("{path}.smarthost"), "is required (or notify.global.smtp_smarthost)"),
-            Some(h) if split_host(h).is_none() => {
-                v.error(format!("{path}.smarthost"), format!("{h:?} is not host:port"))
-            }
+            None => v.error(
+                format!("{path}.smarthost"),
+                "is required (or notify.global.smtp_smarthost)",
+            ),
+            Some(h) if split_host(h).is_none() => v.error(
+                format!("{path}.smarthost"),
+                format!("{h:?} is not host:port"),
+            ),
             _ => {}
         }
         if let Some(t) = &self.tls {
             if !["starttls", "implicit", "none"].contains(&t.as_str()) {
-                v.error(format!("{path}.tls"), format!("{t:?} is not starttls, implicit or none"));
+                v.error(
+                    format!("{path}.tls"),
+                    format!("{t:?} is not starttls, implicit or none"),
+                );
             }
         }
         if let Some(ca) = &self.tls_config.ca_file {
             if std::fs::metadata(ca).is_err() {
-                v.error(format!("{path}.tls_config.ca_file"), format!("cannot read {ca:?}"));
+                v.error(
+                    format!("{path}.tls_config.ca_file"),
+                    format!("cannot read {ca:?}"),
+                );
             }
         }
     }
@@ -114,7 +131,10 @@ pub struct Email {
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// Plain-text and HTML bodies for a notification.
@@ -125,7 +145,14 @@ pub fn bodies(n: &Notification) -> (String, String) {
         esc(&n.title())
     );
     if let Some(run) = &n.run {
-        let line = format!("Playbook {} on {}: {} ({}), run {}", run.playbook, run.target, run.event.replace('_', " "), run.summary, run.run_id);
+        let line = format!(
+            "Playbook {} on {}: {} ({}), run {}",
+            run.playbook,
+            run.target,
+            run.event.replace('_', " "),
+            run.summary,
+            run.run_id
+        );
         text.push_str(&line);
         text.push('\n');
         html.push_str(&format!("<p>{}</p>", esc(&line)));
@@ -139,8 +166,19 @@ pub fn bodies(n: &Notification) -> (String, String) {
         html.push_str(&format!("<h3>{title} ({})</h3><ul>", alerts.len()));
         for a in alerts {
             let name = a.labels.get("alertname").map_or("", String::as_str);
-            let mut line = format!("- {name}: {}\n  labels: {}\n  since {}", alert_summary(a), label_text(&a.labels), rfc3339_ms(a.starts_at_ms));
-            let mut li = format!("<li><b>{}</b>: {}<br><code>{}</code><br>since {}", esc(name), esc(&alert_summary(a)), esc(&label_text(&a.labels)), rfc3339_ms(a.starts_at_ms));
+            let mut line = format!(
+                "- {name}: {}\n  labels: {}\n  since {}",
+                alert_summary(a),
+                label_text(&a.labels),
+                rfc3339_ms(a.starts_at_ms)
+            );
+            let mut li = format!(
+                "<li><b>{}</b>: {}<br><code>{}</code><br>since {}",
+                esc(name),
+                esc(&alert_summary(a)),
+                esc(&label_text(&a.labels)),
+                rfc3339_ms(a.starts_at_ms)
+            );
             if let Some(v) = a.value {
                 line.push_str(&format!(", value {}", value_text(v)));
                 li.push_str(&format!(", value {}", value_text(v)));
@@ -151,7 +189,10 @@ pub fn bodies(n: &Notification) -> (String, String) {
             }
             if !a.generator_url.is_empty() {
                 line.push_str(&format!("\n  source: {}", a.generator_url));
-                li.push_str(&format!(" <a href=\"{}\">Source</a>", esc(&a.generator_url)));
+                li.push_str(&format!(
+                    " <a href=\"{}\">Source</a>",
+                    esc(&a.generator_url)
+                ));
             }
             text.push_str(&line);
             text.push('\n');
@@ -161,7 +202,10 @@ pub fn bodies(n: &Notification) -> (String, String) {
         text.push('\n');
         html.push_str("</ul>");
     }
-    text.push_str(&format!("Sent by homeostat ({}), receiver {}.\n", n.external_url, n.receiver));
+    text.push_str(&format!(
+        "Sent by homeostat ({}), receiver {}.\n",
+        n.external_url, n.receiver
+    ));
     html.push_str(&format!(
         "<p style=\"color:#666\">Sent by <a href=\"{0}\">homeostat</a>, receiver {1}.</p></body></html>",
         esc(&n.external_url),
@@ -173,17 +217,32 @@ pub fn bodies(n: &Notification) -> (String, String) {
 impl Email {
     fn transport(&self) -> Result<AsyncSmtpTransport<Tokio1Executor>, SendError> {
         let d = &self.defaults;
-        let smarthost = self.cfg.smarthost.as_ref().or(d.smarthost.as_ref()).ok_or_else(|| SendError::Fatal("no smarthost".into()))?;
-        let (host, port) = split_host(smarthost).ok_or_else(|| SendError::Fatal(format!("bad smarthost {smarthost:?}")))?;
-        let name = self.cfg.tls_config.server_name.clone().unwrap_or_else(|| host.clone());
+        let smarthost = self
+            .cfg
+            .smarthost
+            .as_ref()
+            .or(d.smarthost.as_ref())
+            .ok_or_else(|| SendError::Fatal("no smarthost".into()))?;
+        let (host, port) = split_host(smarthost)
+            .ok_or_else(|| SendError::Fatal(format!("bad smarthost {smarthost:?}")))?;
+        let name = self
+            .cfg
+            .tls_config
+            .server_name
+            .clone()
+            .unwrap_or_else(|| host.clone());
         let mut params = TlsParameters::builder(name)
             .dangerous_accept_invalid_certs(self.cfg.tls_config.insecure_skip_verify);
         if let Some(ca) = &self.cfg.tls_config.ca_file {
-            let pem = std::fs::read(ca).map_err(|e| SendError::Fatal(format!("cannot read ca_file {ca:?}: {e}")))?;
-            let cert = Certificate::from_pem(&pem).map_err(|e| SendError::Fatal(format!("bad ca_file {ca:?}: {e}")))?;
+            let pem = std::fs::read(ca)
+                .map_err(|e| SendError::Fatal(format!("cannot read ca_file {ca:?}: {e}")))?;
+            let cert = Certificate::from_pem(&pem)
+                .map_err(|e| SendError::Fatal(format!("bad ca_file {ca:?}: {e}")))?;
             params = params.add_root_certificate(cert);
         }
-        let params = params.build_rustls().map_err(|e| SendError::Fatal(format!("TLS setup: {e}")))?;
+        let params = params
+            .build_rustls()
+            .map_err(|e| SendError::Fatal(format!("TLS setup: {e}")))?;
         let require = self.cfg.require_tls.unwrap_or(d.require_tls);
         let tls = match self.cfg.tls.as_deref() {
             Some("implicit") => Tls::Wrapper(params),
@@ -198,7 +257,9 @@ impl Email {
             .tls(tls)
             .timeout(Some(self.timeout));
         if let Some(h) = self.cfg.hello.as_ref().or(d.hello.as_ref()) {
-            b = b.hello_name(lettre::transport::smtp::extension::ClientId::Domain(h.clone()));
+            b = b.hello_name(lettre::transport::smtp::extension::ClientId::Domain(
+                h.clone(),
+            ));
         }
         let user = self.cfg.auth_username.as_ref().or(d.auth_username.as_ref());
         let pass = self.cfg.auth_password.as_ref().or(d.auth_password.as_ref());
@@ -209,8 +270,15 @@ impl Email {
     }
 
     pub fn message(&self, n: &Notification) -> Result<Message, SendError> {
-        let from = self.cfg.from.as_ref().or(self.defaults.from.as_ref()).ok_or_else(|| SendError::Fatal("no from address".into()))?;
-        let domain = from.rsplit_once('@').map_or("homeostat.invalid", |(_, d)| d.trim_end_matches('>'));
+        let from = self
+            .cfg
+            .from
+            .as_ref()
+            .or(self.defaults.from.as_ref())
+            .ok_or_else(|| SendError::Fatal("no from address".into()))?;
+        let domain = from
+            .rsplit_once('@')
+            .map_or("homeostat.invalid", |(_, d)| d.trim_end_matches('>'));
         let mut m = Message::builder()
             .date_now()
             .message_id(Some(format!(
@@ -218,10 +286,16 @@ impl Email {
                 crate::collect::now_ms(),
                 fastrand::u64(..)
             )))
-            .from(from.parse().map_err(|e| SendError::Fatal(format!("from {from:?}: {e}")))?)
+            .from(
+                from.parse()
+                    .map_err(|e| SendError::Fatal(format!("from {from:?}: {e}")))?,
+            )
             .subject(n.title());
         for to in self.cfg.to.split(',') {
-            m = m.to(to.trim().parse().map_err(|e| SendError::Fatal(format!("to {to:?}: {e}")))?);
+            m = m.to(to
+                .trim()
+                .parse()
+                .map_err(|e| SendError::Fatal(format!("to {to:?}: {e}")))?);
         }
         let (text, html) = bodies(n);
         m.multipart(MultiPart::alternative_plain_html(text, html))
@@ -258,8 +332,16 @@ mod tests {
 
     #[test]
     fn one_message_lists_every_alert_in_both_bodies() {
-        let n = Notification::new("mail", "k", [("alertname".to_string(), "Disk".to_string())].into(),
-            vec![alert("firing", &[("alertname", "Disk"), ("host", "a")]), alert("firing", &[("alertname", "Disk"), ("host", "b<")])], "http://h");
+        let n = Notification::new(
+            "mail",
+            "k",
+            [("alertname".to_string(), "Disk".to_string())].into(),
+            vec![
+                alert("firing", &[("alertname", "Disk"), ("host", "a")]),
+                alert("firing", &[("alertname", "Disk"), ("host", "b<")]),
+            ],
+            "http://h",
+        );
         let (text, html) = bodies(&n);
         assert!(text.contains("host=a") && text.contains("host=b<"));
         assert!(html.contains("host=a") && html.contains("host=b&lt;"));

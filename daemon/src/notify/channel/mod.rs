@@ -132,11 +132,18 @@ impl Notification {
             generator_url: external_url.to_string(),
             value: Some(1.0),
         };
-        let key = format!("{{}}:{{alertname=\"HomeostatTestNotification\", receiver={:?}}}", receiver);
+        let key = format!(
+            "{{}}:{{alertname=\"HomeostatTestNotification\", receiver={:?}}}",
+            receiver
+        );
         Notification::new(
             receiver,
             &key,
-            [("alertname".to_string(), "HomeostatTestNotification".to_string())].into(),
+            [(
+                "alertname".to_string(),
+                "HomeostatTestNotification".to_string(),
+            )]
+            .into(),
             vec![alert],
             external_url,
         )
@@ -235,7 +242,11 @@ impl SendError {
     }
 
     /// Classifies an HTTP answer the way every HTTP channel needs it.
-    pub fn from_status(status: reqwest::StatusCode, headers: &reqwest::header::HeaderMap, body: &str) -> Self {
+    pub fn from_status(
+        status: reqwest::StatusCode,
+        headers: &reqwest::header::HeaderMap,
+        body: &str,
+    ) -> Self {
         let body: String = body.chars().take(300).collect();
         let message = format!("answered {status}: {body}");
         if status == reqwest::StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
@@ -407,7 +418,13 @@ impl Channel {
         metrics: ChannelMetrics,
     ) -> Channel {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        tokio::spawn(worker(notifier.clone(), rx, retry, timeout, metrics.clone()));
+        tokio::spawn(worker(
+            notifier.clone(),
+            rx,
+            retry,
+            timeout,
+            metrics.clone(),
+        ));
         Channel {
             notifier,
             tx,
@@ -430,7 +447,10 @@ impl Channel {
             }
             Err(e) => {
                 self.metrics.count(kind, "dropped");
-                tracing::warn!(channel = kind, "notification queue full, notification dropped");
+                tracing::warn!(
+                    channel = kind,
+                    "notification queue full, notification dropped"
+                );
                 let job = match e {
                     mpsc::error::TrySendError::Full(j) | mpsc::error::TrySendError::Closed(j) => j,
                 };
@@ -482,7 +502,14 @@ async fn worker(
         };
         let (notifier, retry, metrics) = (notifier.clone(), retry.clone(), metrics.clone());
         running.spawn(async move {
-            let outcome = deliver(notifier.as_ref(), &job.notification, &retry, timeout, &metrics).await;
+            let outcome = deliver(
+                notifier.as_ref(),
+                &job.notification,
+                &retry,
+                timeout,
+                &metrics,
+            )
+            .await;
             if let Some(d) = job.done {
                 let _ = d.send(outcome);
             }
@@ -602,8 +629,14 @@ mod tests {
             "{}:{alertname=\"HighLatency\"}",
             [("alertname".to_string(), "HighLatency".to_string())].into(),
             vec![
-                alert("firing", &[("alertname", "HighLatency"), ("env", "prod"), ("i", "a")]),
-                alert("resolved", &[("alertname", "HighLatency"), ("env", "prod"), ("i", "b")]),
+                alert(
+                    "firing",
+                    &[("alertname", "HighLatency"), ("env", "prod"), ("i", "a")],
+                ),
+                alert(
+                    "resolved",
+                    &[("alertname", "HighLatency"), ("env", "prod"), ("i", "b")],
+                ),
             ],
             "http://h:9400",
         );
@@ -626,7 +659,10 @@ mod tests {
             assert!(b4 >= Duration::from_secs(2) && b4 <= Duration::from_secs(4));
             assert!(r.backoff(30, None) <= Duration::from_secs(30));
             assert!(r.backoff(1, Some(Duration::from_secs(3))) >= Duration::from_secs(3));
-            assert_eq!(r.backoff(1, Some(Duration::from_secs(99))), Duration::from_secs(30));
+            assert_eq!(
+                r.backoff(1, Some(Duration::from_secs(99))),
+                Duration::from_secs(30)
+            );
         }
     }
 
@@ -667,23 +703,46 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_drops_and_counts() {
         let metrics = ChannelMetrics::default();
-        let ch = Channel::start(Arc::new(Stuck), 2, RetryConfig::default(), Duration::from_secs(3600), metrics.clone());
+        let ch = Channel::start(
+            Arc::new(Stuck),
+            2,
+            RetryConfig::default(),
+            Duration::from_secs(3600),
+            metrics.clone(),
+        );
         let n = Notification::new("r", "k", BTreeMap::new(), vec![], "");
         // One taken by the worker, two queued, the rest dropped.
-        ch.enqueue(Job { notification: n.clone(), done: None });
+        ch.enqueue(Job {
+            notification: n.clone(),
+            done: None,
+        });
         tokio::time::sleep(Duration::from_millis(20)).await;
         for _ in 0..2 {
-            ch.enqueue(Job { notification: n.clone(), done: None });
+            ch.enqueue(Job {
+                notification: n.clone(),
+                done: None,
+            });
         }
         let dropped = ch.send_now(n.clone()).await;
         assert_eq!(dropped, Err("queue full".to_string()));
-        ch.enqueue(Job { notification: n, done: None });
+        ch.enqueue(Job {
+            notification: n,
+            done: None,
+        });
         let count = metrics
             .total
-            .get_or_create(&ChannelResult { channel: "slack".into(), result: "dropped".into() })
+            .get_or_create(&ChannelResult {
+                channel: "slack".into(),
+                result: "dropped".into(),
+            })
             .get();
         assert_eq!(count, 2);
-        let queued = metrics.queue_length.get_or_create(&ChannelLabel { channel: "slack".into() }).get();
+        let queued = metrics
+            .queue_length
+            .get_or_create(&ChannelLabel {
+                channel: "slack".into(),
+            })
+            .get();
         assert_eq!(queued, 2);
     }
 
@@ -700,7 +759,13 @@ mod tests {
             SendError::retry("500"),
             SendError::retry("429"),
         ])));
-        let ch = Channel::start(flaky, 4, retry.clone(), Duration::from_secs(1), metrics.clone());
+        let ch = Channel::start(
+            flaky,
+            4,
+            retry.clone(),
+            Duration::from_secs(1),
+            metrics.clone(),
+        );
         assert_eq!(ch.send_now(n.clone()).await, Ok(()));
         let get = |r: &str| {
             metrics
@@ -719,9 +784,9 @@ mod tests {
             })
             .get();
         assert_eq!(retries, 2);
-        let fatal = Arc::new(Flaky(parking_lot::Mutex::new(vec![
-            SendError::Fatal("400".into()),
-        ])));
+        let fatal = Arc::new(Flaky(parking_lot::Mutex::new(vec![SendError::Fatal(
+            "400".into(),
+        )])));
         let ch = Channel::start(fatal, 4, retry, Duration::from_secs(1), metrics.clone());
         assert!(ch.send_now(n).await.is_err());
         assert_eq!(get("failed"), 1);

@@ -90,8 +90,16 @@ pub struct Pagerduty {
 impl Pagerduty {
     /// The event for a notification, or None when there is nothing to say.
     pub fn event(&self, n: &Notification) -> Option<Value> {
-        let client = self.cfg.client.clone().unwrap_or_else(|| "homeostat".into());
-        let client_url = self.cfg.client_url.clone().unwrap_or_else(|| n.external_url.clone());
+        let client = self
+            .cfg
+            .client
+            .clone()
+            .unwrap_or_else(|| "homeostat".into());
+        let client_url = self
+            .cfg
+            .client_url
+            .clone()
+            .unwrap_or_else(|| n.external_url.clone());
         let (action, key, severity, summary) = match &n.run {
             Some(run) => {
                 let action = match run.event.as_str() {
@@ -100,12 +108,27 @@ impl Pagerduty {
                     "succeeded" => "resolve",
                     _ => return None,
                 };
-                let sev = if run.event == "awaiting_approval" { "warning" } else { "critical" };
-                (action, dedup_key(&format!("homeostat-run:{}", run.run_id)), sev, format!(
-                    "playbook {} on {}: {}", run.playbook, run.target, run.summary))
+                let sev = if run.event == "awaiting_approval" {
+                    "warning"
+                } else {
+                    "critical"
+                };
+                (
+                    action,
+                    dedup_key(&format!("homeostat-run:{}", run.run_id)),
+                    sev,
+                    format!(
+                        "playbook {} on {}: {}",
+                        run.playbook, run.target, run.summary
+                    ),
+                )
             }
             None => {
-                let action = if n.status == "firing" { "trigger" } else { "resolve" };
+                let action = if n.status == "firing" {
+                    "trigger"
+                } else {
+                    "resolve"
+                };
                 let sev = self.cfg.severity.clone().map_or_else(
                     || {
                         let worst = n
@@ -116,7 +139,13 @@ impl Pagerduty {
                             .unwrap_or("info");
                         worst
                     },
-                    |s| SEVERITIES.iter().find(|x| **x == s).copied().unwrap_or("info"),
+                    |s| {
+                        SEVERITIES
+                            .iter()
+                            .find(|x| **x == s)
+                            .copied()
+                            .unwrap_or("info")
+                    },
                 );
                 let mut summary = n.title();
                 if let Some(first) = n.firing().next() {
@@ -158,7 +187,11 @@ impl Pagerduty {
             if let Some(a) = n.alerts.first() {
                 payload["timestamp"] = json!(rfc3339_ms(a.starts_at_ms));
             }
-            for (k, v) in [("component", &self.cfg.component), ("group", &self.cfg.group), ("class", &self.cfg.class)] {
+            for (k, v) in [
+                ("component", &self.cfg.component),
+                ("group", &self.cfg.group),
+                ("class", &self.cfg.class),
+            ] {
                 if let Some(v) = v {
                     payload[k] = json!(v);
                 }
@@ -207,7 +240,11 @@ impl Notifier for Pagerduty {
             return Ok(());
         }
         let (status, headers) = (r.status(), r.headers().clone());
-        Err(SendError::from_status(status, &headers, &r.text().await.unwrap_or_default()))
+        Err(SendError::from_status(
+            status,
+            &headers,
+            &r.text().await.unwrap_or_default(),
+        ))
     }
 }
 
@@ -218,7 +255,8 @@ mod tests {
 
     fn pd() -> Pagerduty {
         Pagerduty {
-            cfg: serde_json::from_value(json!({"routing_key": "R0123456789abcdef0123456789abcd"})).unwrap(),
+            cfg: serde_json::from_value(json!({"routing_key": "R0123456789abcdef0123456789abcd"}))
+                .unwrap(),
             url: EVENTS_URL.into(),
             http: reqwest::Client::new(),
         }
@@ -227,15 +265,27 @@ mod tests {
     #[test]
     fn trigger_then_resolve_share_the_dedup_key() {
         let key = "{}:{alertname=\"X\"}";
-        let f = Notification::new("r", key, Default::default(),
-            vec![alert("firing", &[("alertname", "X"), ("severity", "warning")]),
-                 alert("firing", &[("alertname", "X"), ("severity", "page")])], "http://h");
+        let f = Notification::new(
+            "r",
+            key,
+            Default::default(),
+            vec![
+                alert("firing", &[("alertname", "X"), ("severity", "warning")]),
+                alert("firing", &[("alertname", "X"), ("severity", "page")]),
+            ],
+            "http://h",
+        );
         let t = pd().event(&f).unwrap();
         assert_eq!(t["event_action"], "trigger");
         assert_eq!(t["payload"]["severity"], "critical");
         assert_eq!(t["payload"]["custom_details"]["firing"], 2);
-        let r = Notification::new("r", key, Default::default(),
-            vec![alert("resolved", &[("alertname", "X")])], "http://h");
+        let r = Notification::new(
+            "r",
+            key,
+            Default::default(),
+            vec![alert("resolved", &[("alertname", "X")])],
+            "http://h",
+        );
         let r = pd().event(&r).unwrap();
         assert_eq!(r["event_action"], "resolve");
         assert_eq!(r["dedup_key"], t["dedup_key"]);

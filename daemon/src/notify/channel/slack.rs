@@ -117,7 +117,11 @@ pub fn blocks(n: &Notification) -> Vec<Value> {
             let sev = a.labels.get("severity").map_or("none", String::as_str);
             let mut text = format!(
                 "{} *{}* ({}) — severity *{}*\n{}",
-                if a.status == "resolved" { ":white_check_mark:" } else { severity_emoji(sev) },
+                if a.status == "resolved" {
+                    ":white_check_mark:"
+                } else {
+                    severity_emoji(sev)
+                },
                 a.labels.get("alertname").map_or("", String::as_str),
                 a.status,
                 sev,
@@ -200,7 +204,10 @@ impl Notifier for Slack {
             if v["ok"] != json!(true) {
                 let err = v["error"].as_str().unwrap_or("unknown error").to_string();
                 return Err(match err.as_str() {
-                    "ratelimited" | "internal_error" | "fatal_error" | "service_unavailable"
+                    "ratelimited"
+                    | "internal_error"
+                    | "fatal_error"
+                    | "service_unavailable"
                     | "request_timeout" => SendError::retry(format!("slack: {err}")),
                     _ => SendError::Fatal(format!("slack: {err}")),
                 });
@@ -234,9 +241,13 @@ mod tests {
 
     #[test]
     fn alert_blocks_show_value_labels_and_runbook() {
-        let mut a = super::super::tests::alert("firing", &[("alertname", "X"), ("severity", "page"), ("job", "api")]);
+        let mut a = super::super::tests::alert(
+            "firing",
+            &[("alertname", "X"), ("severity", "page"), ("job", "api")],
+        );
         a.value = Some(0.93);
-        a.annotations.insert("runbook_url".into(), "https://rb/x".into());
+        a.annotations
+            .insert("runbook_url".into(), "https://rb/x".into());
         let n = Notification::new("r", "k", Default::default(), vec![a], "http://h");
         let text = blocks(&n)[1]["text"]["text"].as_str().unwrap().to_string();
         for want in ["*X*", "*page*", "0.93", "job=api", "<https://rb/x|Runbook>"] {

@@ -73,7 +73,10 @@ impl Notifier for Webhook {
             .post(self.cfg.url.expose())
             .header(reqwest::header::CONTENT_TYPE, "application/json");
         if let Some(s) = &self.cfg.hmac_secret {
-            req = req.header("X-Homeostat-Signature", signature(s.expose().as_bytes(), &body));
+            req = req.header(
+                "X-Homeostat-Signature",
+                signature(s.expose().as_bytes(), &body),
+            );
         }
         let r = req
             .body(body)
@@ -84,7 +87,11 @@ impl Notifier for Webhook {
             return Ok(());
         }
         let (status, headers) = (r.status(), r.headers().clone());
-        Err(SendError::from_status(status, &headers, &r.text().await.unwrap_or_default()))
+        Err(SendError::from_status(
+            status,
+            &headers,
+            &r.text().await.unwrap_or_default(),
+        ))
     }
 }
 
