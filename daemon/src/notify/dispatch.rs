@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use super::channel::{ChannelMetrics, Job, NotifAlert, Notification, RunEvent};
 use super::route::{labelset_string, Route};
 use super::silence::{parse_time, Silences};
-use super::{timeinterval, AmAlert, Compiled, InhibitRule, NotifyConfig};
+use super::{AmAlert, Compiled, InhibitRule, NotifyConfig};
 use crate::collect::now_ms;
 
 /// How long an emptied group lingers before it is removed, as
@@ -512,16 +512,7 @@ impl Dispatcher {
     ) {
         g.next_flush = now + g.route.group_interval;
         g.has_flushed = true;
-        let in_set = |names: &[String]| {
-            names.iter().any(|n| {
-                compiled
-                    .intervals
-                    .get(n)
-                    .is_some_and(|set| timeinterval::any_contains(set, now))
-            })
-        };
-        let muted_by_time =
-            (!g.route.active.is_empty() && !in_set(&g.route.active)) || in_set(&g.route.mute);
+        let muted_by_time = compiled.time_muted(&g.route.active, &g.route.mute, now);
         let mut alerts: Vec<&Alert> = g.alerts.values().collect();
         alerts.sort_by_key(|a| (a.starts_at, a.fp));
         let shown: Vec<&Alert> = if muted_by_time {
@@ -702,17 +693,7 @@ impl Dispatcher {
         };
         let mut sent = 0;
         for r in root.match_labels(&labels) {
-            let in_set = |names: &[String]| {
-                names.iter().any(|n| {
-                    compiled
-                        .intervals
-                        .get(n)
-                        .is_some_and(|s| timeinterval::any_contains(s, now))
-                })
-            };
-            if (!r.active_time_intervals.is_empty() && !in_set(&r.active_time_intervals))
-                || in_set(&r.mute_time_intervals)
-            {
+            if compiled.time_muted(&r.active_time_intervals, &r.mute_time_intervals, now) {
                 continue;
             }
             let gl = r.group_labels(&labels);
@@ -799,70 +780,32 @@ mod tests {
             resolved: set(&[]),
             at: 1000,
         };
+        let after =
+            |firing: &[u64], resolved: &[u64], send_resolved: bool, repeat: i64, now: i64| {
+                needs_update(
+                    Some(&e),
+                    &set(firing),
+                    &set(resolved),
+                    send_resolved,
+                    repeat,
+                    now,
+                )
+            };
         // First notification only with something firing.
         assert!(needs_update(None, &set(&[1]), &set(&[]), true, 100, 0));
         assert!(!needs_update(None, &set(&[]), &set(&[1]), true, 100, 0));
         // A new firing alert.
-        assert!(needs_update(
-            Some(&e),
-            &set(&[1, 3]),
-            &set(&[]),
-            true,
-            10_000,
-            1001
-        ));
+        assert!(after(&[1, 3], &[], true, 10_000, 1001));
         // Fewer firing, nothing newly resolved shown: wait for repeat.
-        assert!(!needs_update(
-            Some(&e),
-            &set(&[1]),
-            &set(&[]),
-            true,
-            10_000,
-            1001
-        ));
+        assert!(!after(&[1], &[], true, 10_000, 1001));
         // Newly resolved, sent only with send_resolved.
-        assert!(needs_update(
-            Some(&e),
-            &set(&[1]),
-            &set(&[2]),
-            true,
-            10_000,
-            1001
-        ));
-        assert!(!needs_update(
-            Some(&e),
-            &set(&[1]),
-            &set(&[2]),
-            false,
-            10_000,
-            1001
-        ));
+        assert!(after(&[1], &[2], true, 10_000, 1001));
+        assert!(!after(&[1], &[2], false, 10_000, 1001));
         // All resolved: always, to clear the log.
-        assert!(needs_update(
-            Some(&e),
-            &set(&[]),
-            &set(&[1, 2]),
-            false,
-            10_000,
-            1001
-        ));
+        assert!(after(&[], &[1, 2], false, 10_000, 1001));
         // Repeat.
-        assert!(needs_update(
-            Some(&e),
-            &set(&[1, 2]),
-            &set(&[]),
-            true,
-            500,
-            1501
-        ));
-        assert!(!needs_update(
-            Some(&e),
-            &set(&[1, 2]),
-            &set(&[]),
-            true,
-            500,
-            1500
-        ));
+        assert!(after(&[1, 2], &[], true, 500, 1501));
+        assert!(!after(&[1, 2], &[], true, 500, 1500));
     }
 
     #[test]

@@ -180,6 +180,22 @@ pub struct Compiled {
     pub playbook_events: Vec<String>,
 }
 
+impl Compiled {
+    /// Whether a route's time intervals keep it quiet now: outside all of
+    /// its `active_time_intervals` (when it has any), or inside one of its
+    /// `mute_time_intervals`.
+    pub fn time_muted(&self, active: &[String], mute: &[String], now: i64) -> bool {
+        let inside = |names: &[String]| {
+            names.iter().any(|n| {
+                self.intervals
+                    .get(n)
+                    .is_some_and(|set| timeinterval::any_contains(set, now))
+            })
+        };
+        (!active.is_empty() && !inside(active)) || inside(mute)
+    }
+}
+
 fn matchers_of(
     list: &[String],
     eq: &BTreeMap<String, String>,

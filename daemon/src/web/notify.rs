@@ -84,6 +84,19 @@ async fn get_silence(State(s): State<AppState>, Path(id): Path<String>) -> Respo
     }
 }
 
+/// A silence change in the audit log; a failure to write it is logged, the
+/// change itself already happened.
+async fn audit(s: &AppState, user: &str, action: &str, id: &str, detail: &str) {
+    let r = s
+        .playbooks
+        .state_db()
+        .audit(now_ms(), user, action, &format!("silence/{id}"), detail)
+        .await;
+    if let Err(e) = r {
+        tracing::warn!(error = %e, action, "cannot write the audit log");
+    }
+}
+
 fn silence_error(e: SilenceError) -> Response {
     let status = match &e {
         SilenceError::Invalid(_) | SilenceError::Expired(_) => StatusCode::BAD_REQUEST,
@@ -109,17 +122,7 @@ async fn post_silence(
     let summary = format!("{} ({})", p.comment, p.created_by);
     match s.dispatcher.silences().upsert(p, now_ms()).await {
         Ok(id) => {
-            let _ = s
-                .playbooks
-                .state_db()
-                .audit(
-                    now_ms(),
-                    &user,
-                    "silence.create",
-                    &format!("silence/{id}"),
-                    &summary,
-                )
-                .await;
+            audit(&s, &user, "silence.create", &id, &summary).await;
             Json(json!({"silenceID": id})).into_response()
         }
         Err(e) => silence_error(e),
@@ -137,17 +140,7 @@ async fn expire_silence(
     };
     match s.dispatcher.silences().expire(&id, now_ms()).await {
         Ok(()) => {
-            let _ = s
-                .playbooks
-                .state_db()
-                .audit(
-                    now_ms(),
-                    &user,
-                    "silence.expire",
-                    &format!("silence/{id}"),
-                    "",
-                )
-                .await;
+            audit(&s, &user, "silence.expire", &id, "").await;
             StatusCode::OK.into_response()
         }
         Err(e) => silence_error(e),

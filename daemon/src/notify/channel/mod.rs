@@ -268,6 +268,19 @@ impl SendError {
     }
 }
 
+/// Sends an HTTP request and classifies the answer; the body of a 2xx
+/// answer is returned for channels that read it (Slack's Web API).
+pub async fn send_http(req: reqwest::RequestBuilder) -> Result<String, SendError> {
+    let r = req.send().await.map_err(|e| SendError::from_reqwest(&e))?;
+    let (status, headers) = (r.status(), r.headers().clone());
+    let body = r.text().await.unwrap_or_default();
+    if status.is_success() {
+        Ok(body)
+    } else {
+        Err(SendError::from_status(status, &headers, &body))
+    }
+}
+
 /// A reqwest error without its URL.
 pub fn describe_reqwest(e: &reqwest::Error) -> String {
     let kind = if e.is_timeout() {

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::{alert_summary, Notification, Notifier, SendError};
+use super::{alert_summary, send_http, Notification, Notifier, SendError};
 use crate::config::{Secret, Validator};
 use crate::notify::alertmanager::rfc3339_ms;
 
@@ -229,22 +229,9 @@ impl Notifier for Pagerduty {
         let Some(ev) = self.event(n) else {
             return Ok(());
         };
-        let r = self
-            .http
-            .post(&self.url)
-            .json(&ev)
-            .send()
+        send_http(self.http.post(&self.url).json(&ev))
             .await
-            .map_err(|e| SendError::from_reqwest(&e))?;
-        if r.status().is_success() {
-            return Ok(());
-        }
-        let (status, headers) = (r.status(), r.headers().clone());
-        Err(SendError::from_status(
-            status,
-            &headers,
-            &r.text().await.unwrap_or_default(),
-        ))
+            .map(drop)
     }
 }
 

@@ -6,7 +6,7 @@
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{alert_summary, label_text, value_text, Notification, Notifier, SendError};
+use super::{alert_summary, label_text, send_http, value_text, Notification, Notifier, SendError};
 use crate::config::{Secret, Validator};
 
 /// Slack's default Web API endpoint for bot tokens.
@@ -191,12 +191,7 @@ impl Notifier for Slack {
         if let Some(t) = &self.cfg.token {
             req = req.bearer_auth(t.expose());
         }
-        let r = req.send().await.map_err(|e| SendError::from_reqwest(&e))?;
-        let (status, headers) = (r.status(), r.headers().clone());
-        let body = r.text().await.unwrap_or_default();
-        if !status.is_success() {
-            return Err(SendError::from_status(status, &headers, &body));
-        }
+        let body = send_http(req).await?;
         if self.cfg.token.is_some() {
             // The Web API answers 200 with {"ok": false, "error": …}.
             let v: Value = serde_json::from_str(&body)

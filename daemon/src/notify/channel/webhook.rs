@@ -6,7 +6,7 @@ use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
 
-use super::{Notification, Notifier, SendError};
+use super::{send_http, Notification, Notifier, SendError};
 use crate::config::{Secret, Validator};
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -78,20 +78,7 @@ impl Notifier for Webhook {
                 signature(s.expose().as_bytes(), &body),
             );
         }
-        let r = req
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| SendError::from_reqwest(&e))?;
-        if r.status().is_success() {
-            return Ok(());
-        }
-        let (status, headers) = (r.status(), r.headers().clone());
-        Err(SendError::from_status(
-            status,
-            &headers,
-            &r.text().await.unwrap_or_default(),
-        ))
+        send_http(req.body(body)).await.map(drop)
     }
 }
 
