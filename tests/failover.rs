@@ -371,9 +371,12 @@ async fn write_then_crash(rig: &mut Rig, n: usize) -> (Writer, Vec<i64>, Vec<i64
     wait_acked(&writer, n, Duration::from_secs(30)).await;
     let before = writer.acked();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let at_crash = writer.acked();
     let crashed = Instant::now();
     crash_postgres(&mut rig.primary);
+    // Read after the kill: a commit acked between a read taken before it and
+    // the kill itself belongs to the crash's last moment too. Nothing is
+    // acked again until the promotion, seconds later.
+    let at_crash = writer.acked();
     (writer, before, at_crash, crashed)
 }
 

@@ -982,4 +982,64 @@ inhibit_rules: [{source_matchers: ['alertname="Down"'], target_matchers: ['sever
             1
         );
     }
+
+    #[tokio::test]
+    async fn time_intervals_mute_and_activate_routes() {
+        // 2026-11-23 10:00 UTC is a Monday morning.
+        let t0 = parse_time("2026-11-23T10:00:00Z").unwrap();
+        let (d, rec) = rig(r#"
+route:
+  receiver: r
+  group_by: [alertname]
+  group_wait: 0s
+  group_interval: 1m
+  routes:
+    - matchers: ['team="night"']
+      active_time_intervals: [nights]
+    - matchers: ['team="office"']
+      mute_time_intervals: [office-hours]
+    - matchers: ['team="weekend"']
+      mute_time_intervals: [weekends]
+receivers: [{name: r}]
+time_intervals:
+  - name: nights
+    time_intervals: [{times: [{start_time: '22:00', end_time: '24:00'}]}]
+  - name: office-hours
+    time_intervals: [{weekdays: ['monday:friday'], times: [{start_time: '09:00', end_time: '17:00'}]}]
+  - name: weekends
+    time_intervals: [{weekdays: [saturday, sunday]}]
+"#);
+        d.put(
+            vec![
+                alert(
+                    &[("alertname", "N"), ("team", "night")],
+                    t0,
+                    t0 + 3_600_000,
+                    t0,
+                ),
+                alert(
+                    &[("alertname", "O"), ("team", "office")],
+                    t0,
+                    t0 + 3_600_000,
+                    t0,
+                ),
+                alert(
+                    &[("alertname", "W"), ("team", "weekend")],
+                    t0,
+                    t0 + 3_600_000,
+                    t0,
+                ),
+            ],
+            t0,
+        );
+        d.flush_due(t0);
+        settle().await;
+        let names: Vec<String> = rec
+            .lock()
+            .iter()
+            .map(|n| n.group_labels["alertname"].clone())
+            .collect();
+        // Outside the nights, inside office hours, not a weekend.
+        assert_eq!(names, ["W"]);
+    }
 }
