@@ -95,6 +95,16 @@ impl RunOptions {
     }
 }
 
+/// An autoscaler whose playbook is missing cannot act; say so at load, not at the
+/// first scale-up.
+fn warn_missing_playbooks(list: &[crate::autoscale::AutoscaleConfig], books: &PlaybookEngine) {
+    for a in list {
+        if books.playbook(&a.playbook).is_none() {
+            tracing::error!(autoscale = %a.name, playbook = %a.playbook, "autoscale names a playbook that is not loaded; its decisions cannot be applied");
+        }
+    }
+}
+
 /// Reads every rule file the config lists; all errors together.
 pub fn load_rules(loaded: &LoadedConfig) -> Result<Vec<GroupSpec>, String> {
     let files =
@@ -317,6 +327,26 @@ impl Daemon {
         // Subscribed before the first evaluation, so no firing is missed.
         tracker.spawn(playbooks.clone().watch_alerts(rules.subscribe()));
         rules.apply(groups, settings).await;
+        let forecasts = crate::forecast::Forecasts::new(
+            &mut telemetry.registry,
+            state.clone(),
+            store.clone(),
+            engine.clone(),
+            tracker.clone(),
+            shutdown.clone(),
+        );
+        forecasts.apply(&cfg.forecasts);
+        let autoscalers = crate::autoscale::runner::Autoscalers::new(
+            &mut telemetry.registry,
+            state.clone(),
+            store.clone(),
+            engine.clone(),
+            playbooks.clone(),
+            tracker.clone(),
+            shutdown.clone(),
+        );
+        warn_missing_playbooks(&cfg.autoscale, &playbooks);
+        autoscalers.apply(&cfg.autoscale);
         let hooks =
             web::hooks::Hooks::new(cfg.hooks.clone(), &mut telemetry.registry, client.clone());
         let telemetry = Arc::new(telemetry);
@@ -374,6 +404,8 @@ impl Daemon {
             dispatcher,
             client: client.clone(),
             hooks,
+            forecasts,
+            autoscalers,
         };
         tracker.spawn(reloader.run(reload_rx, shutdown.clone()));
 
@@ -492,6 +524,8 @@ struct Reloader {
     dispatcher: Dispatcher,
     client: reqwest::Client,
     hooks: web::hooks::Hooks,
+    forecasts: crate::forecast::Forecasts,
+    autoscalers: crate::autoscale::runner::Autoscalers,
 }
 
 impl Reloader {
@@ -568,6 +602,9 @@ impl Reloader {
             deps,
             new.global.evaluation_interval.0,
         );
+        self.forecasts.apply(&new.forecasts);
+        warn_missing_playbooks(&new.autoscale, &self.playbooks);
+        self.autoscalers.apply(&new.autoscale);
         self.current = loaded;
         self.telemetry.config.last_reload_successful.set(1);
         self.telemetry

@@ -5,8 +5,9 @@
 //! The crate follows the data flow in DESIGN.md, one module per stage:
 //!
 //! ```text
-//! collect ──► store ──► query ──► rules ──► alerts ──► notify (Alertmanager)
-//!                                           └──► (playbooks ──► act: later)
+//! collect ──► store ──► query ──► rules ──► alerts ──► notify
+//!               │                           └──► playbooks ──► act
+//!               └──► forecast (homeostat-ml) ──► autoscale ──► playbooks
 //!                 web: reads every stage · state: the durable record · daemon: wiring
 //! ```
 //!
@@ -14,9 +15,11 @@
 //! point is one trait ([`collect::Collector`] so far).
 
 pub mod act;
+pub mod autoscale;
 pub mod collect;
 pub mod config;
 pub mod daemon;
+pub mod forecast;
 pub mod notify;
 pub mod playbooks;
 pub mod query;

@@ -8,6 +8,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use homeostat::config::Config;
 use homeostat::daemon::{self, RunOptions};
 
+mod cmd;
+
 /// homeostat keeps an AI inference platform healthy: it scrapes metrics like
 /// Prometheus, judges them with alert rules and forecasts, runs remediation
 /// playbooks, verifies they worked, and tells the on-call engineer.
@@ -62,6 +64,34 @@ enum Command {
     /// Notifications: send a sample through a receiver of the config.
     #[command(subcommand)]
     Notify(NotifyCommand),
+    /// Forecasts on recorded series: rolling-origin backtests.
+    #[command(subcommand)]
+    Forecast(ForecastCommand),
+    /// Run the daemon's autoscaler over a recorded demand series in simulated
+    /// time and write the replica count it asks for at every timestamp.
+    ///
+    /// The policy is the daemon's own code: it trains and retrains on the entry's
+    /// `forecast.retrain` schedule in series time, every decision sees only the
+    /// points up to its timestamp, and one decision is made per input row (the
+    /// series' interval is the cycle). Output: `timestamp,desired_replicas`, plus
+    /// with --details the reactive and predictive needs, the upper bound, the mode
+    /// and why.
+    Replay {
+        /// Demand series: CSV with header `timestamp,value`, timestamps
+        /// `YYYY-MM-DD HH:MM:SS` (UTC), regular interval (gaps are interpolated).
+        #[arg(long)]
+        input: PathBuf,
+        /// One autoscale entry of the daemon config (YAML), e.g.
+        /// `{name: llm, capacity_per_replica: 12, min: 1, max: 40, lead_time: 3m}`.
+        #[arg(long)]
+        autoscale: PathBuf,
+        /// Where to write the decisions (CSV).
+        #[arg(long)]
+        out: PathBuf,
+        /// Add columns demand, reactive, predictive, upper, mode, reason.
+        #[arg(long)]
+        details: bool,
+    },
     /// Print version, git revision and compiler.
     Version,
     /// Run Prometheus promqltest files (load / clear / eval instant at /
@@ -90,6 +120,39 @@ struct ApiArgs {
     /// Who you are, for the audit log (default: $USER).
     #[arg(long = "as", env = "USER", default_value = "cli")]
     user: String,
+}
+
+#[derive(Subcommand)]
+enum ForecastCommand {
+    /// For each origin, forecast the H steps that follow it using only the points
+    /// at or before it, with a 90% interval, and write
+    /// `origin,step,timestamp,yhat,lo,hi`.
+    ///
+    /// The model (homeostat-ml: ridge per step on lags, seasonal lags at the
+    /// detected periods, calendar terms; split-conformal intervals) is refitted on
+    /// the history up to the origin every --refit-every origins.
+    Backtest {
+        /// Series: CSV with header `timestamp,value`, timestamps
+        /// `YYYY-MM-DD HH:MM:SS` (UTC), regular interval (gaps are interpolated).
+        #[arg(long)]
+        input: PathBuf,
+        /// CSV with an `origin` column of timestamps of the series (other columns
+        /// are ignored).
+        #[arg(long)]
+        origins: PathBuf,
+        /// Steps to forecast after each origin, at the series' interval.
+        #[arg(long)]
+        horizon: usize,
+        /// Where to write the forecasts (CSV).
+        #[arg(long)]
+        out: PathBuf,
+        /// Central coverage of the interval.
+        #[arg(long, default_value_t = 0.9)]
+        coverage: f64,
+        /// Refit the model every N origins (1 = at every origin).
+        #[arg(long, default_value_t = 1)]
+        refit_every: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -249,6 +312,17 @@ enum TestCommand {
     },
 }
 
+/// Prints an error of a one-shot command and maps it to exit status 1.
+fn report(r: anyhow::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn init_logging(log: &LogArgs) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_new(&log.level).unwrap_or_else(|e| {
@@ -277,6 +351,27 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::PromqlTest { files } => promql_test(&files),
+        Command::Forecast(ForecastCommand::Backtest {
+            input,
+            origins,
+            horizon,
+            out,
+            coverage,
+            refit_every,
+        }) => report(cmd::forecast::backtest(
+            &input,
+            &origins,
+            horizon,
+            coverage,
+            refit_every,
+            &out,
+        )),
+        Command::Replay {
+            input,
+            autoscale,
+            out,
+            details,
+        } => report(cmd::forecast::replay(&input, &autoscale, &out, details)),
         Command::Playbook(cmd) => playbook(cmd),
         Command::Notify(NotifyCommand::Test { receiver, config }) => {
             init_logging(&cli.log);

@@ -73,6 +73,10 @@ pub struct Config {
     pub notify: crate::notify::NotifyConfig,
     /// Webhooks homeostat accepts: Alertmanager, PagerDuty, Slack.
     pub hooks: crate::web::hooks::HooksConfig,
+    /// Learned forecasts published as `homeostat_forecast` series.
+    pub forecasts: Vec<crate::forecast::ForecastConfig>,
+    /// Predictive autoscalers, each acting through a playbook's `scale` step.
+    pub autoscale: Vec<crate::autoscale::AutoscaleConfig>,
 }
 
 /// Settings every job inherits unless it sets its own.
@@ -359,6 +363,8 @@ impl Config {
         self.breakers.validate("breakers", v);
         self.notify.validate("notify", v);
         self.hooks.validate("hooks", v);
+        crate::forecast::runner::validate_all(&self.forecasts, "forecasts", v);
+        crate::autoscale::validate_all(&self.autoscale, "autoscale", v);
         self.web.validate("web", v);
         self.storage.validate("storage", v);
         self.query.validate("query", v);

@@ -481,19 +481,20 @@ impl PlaybookSpec {
                     "must name a forecast",
                 ));
             }
-            let cmp = match (f.above, f.below) {
-                (Some(a), None) => format!("> {a}"),
-                (None, Some(b)) => format!("< {b}"),
+            // Over the whole horizon: the peak for `above`, the trough for `below`.
+            let (agg, cmp) = match (f.above, f.below) {
+                (Some(a), None) => ("max", format!("> {a}")),
+                (None, Some(b)) => ("min", format!("< {b}")),
                 _ => {
                     issues.push(ConfigIssue::at_path(
                         "trigger.forecast",
                         "give exactly one of above or below",
                     ));
-                    String::new()
+                    ("max", String::new())
                 }
             };
             let expr = format!(
-                "homeostat_forecast{{forecast={:?},bound={:?}}} {cmp}",
+                "{agg} without (horizon) (homeostat_forecast{{forecast={:?},bound={:?}}}) {cmp}",
                 f.name, bound
             );
             forecast = Some(f.name.clone());
@@ -797,7 +798,7 @@ verify:
         };
         assert_eq!(
             expr,
-            "homeostat_forecast{forecast=\"llm-demand\",bound=\"hi\"} > 100"
+            "max without (horizon) (homeostat_forecast{forecast=\"llm-demand\",bound=\"hi\"}) > 100"
         );
         assert_eq!(hold.as_secs(), 300);
     }

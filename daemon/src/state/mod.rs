@@ -17,6 +17,7 @@ use sqlx::Row;
 
 use crate::config::Validator;
 
+mod history;
 mod hooks;
 mod runs;
 mod silences;

@@ -1,0 +1,443 @@
+//! The scaling policy: from the demand history up to now, how many replicas to ask for.
+//!
+//! Owns the decision and everything it remembers between cycles (the model, the
+//! stabilization window, the accuracy record). Must not read clocks, the store or the
+//! network: the daemon and `homeostat replay` both drive it with `(now, history)`, so a
+//! replay runs exactly the daemon's logic in simulated time.
+//!
+//! Each cycle:
+//! - **reactive need**: `ceil(demand_now / (capacity_per_replica × target_utilization))`,
+//!   Kubernetes HPA's formula, with its tolerance.
+//! - **predictive need** (when a model is trained and its recent accuracy is good): the
+//!   forecast's upper bound over the next `lead_time + interval`, at full capacity —
+//!   `ceil(max hi × headroom / capacity_per_replica)`, and never below the current
+//!   demand at full capacity. The interval *is* the headroom: measured from the
+//!   model's own held-out errors instead of a fixed 30% guess, which is how a
+//!   predictive policy can be both earlier and cheaper than a reactive one.
+//! - the larger of the two, clamped to `[min, max]`, held for the scale-down
+//!   stabilization window (the highest recommendation in it wins, as HPA does) and
+//!   moved at most `max_step` per cycle.
+
+use std::collections::VecDeque;
+
+use homeostat_ml::{Forecaster, Kind, ModelConfig, Series};
+use serde::Serialize;
+
+/// The numbers the policy runs on (durations in milliseconds).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicySettings {
+    pub capacity_per_replica: f64,
+    pub target_utilization: f64,
+    pub tolerance: f64,
+    pub headroom: f64,
+    pub min: u32,
+    pub max: u32,
+    pub max_step: Option<u32>,
+    pub lead_time_ms: i64,
+    pub interval_ms: i64,
+    pub stabilization_ms: i64,
+    pub retrain_ms: i64,
+    pub history_ms: i64,
+    pub coverage: f64,
+    pub max_mase: f64,
+    pub accuracy_window_ms: i64,
+    pub predictive: bool,
+}
+
+/// Why the decision came out as it did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "mode", content = "reason")]
+pub enum Mode {
+    Predictive,
+    Reactive(String),
+}
+
+/// One cycle's outcome.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Decision {
+    pub at_ms: i64,
+    pub desired: u32,
+    pub reactive: u32,
+    pub predictive: Option<u32>,
+    /// Highest upper bound over the lead window, when a forecast was made.
+    pub upper: Option<f64>,
+    pub demand: f64,
+    #[serde(flatten)]
+    pub mode: Mode,
+    /// What limited the move (stabilization, max_step, min/max), if anything.
+    pub limited: Option<String>,
+    pub trained: bool,
+    /// Rolling MASE of the forecasts over the lead window, once measured.
+    pub mase: Option<f64>,
+}
+
+/// One forecast kept until its outcome is known.
+struct Pending {
+    origin_ms: i64,
+    step_ms: i64,
+    yhat: Vec<f64>,
+    scale: f64,
+}
+
+pub struct Policy {
+    s: PolicySettings,
+    model: Option<Forecaster>,
+    last_train_ms: Option<i64>,
+    train_error: Option<String>,
+    current: Option<u32>,
+    recommendations: VecDeque<(i64, u32)>,
+    pending: VecDeque<Pending>,
+    /// (when measured, scaled absolute error) of past forecast steps.
+    errors: VecDeque<(i64, f64)>,
+}
+
+impl Policy {
+    pub fn new(s: PolicySettings) -> Self {
+        Policy {
+            s,
+            model: None,
+            last_train_ms: None,
+            train_error: None,
+            current: None,
+            recommendations: VecDeque::new(),
+            pending: VecDeque::new(),
+            errors: VecDeque::new(),
+        }
+    }
+
+    pub fn settings(&self) -> &PolicySettings {
+        &self.s
+    }
+
+    /// Steps ahead the decision must cover: everything until a replica asked for at
+    /// the *next* cycle could be serving.
+    pub fn horizon_steps(&self, step_ms: i64) -> usize {
+        let reach = self.s.lead_time_ms + self.s.interval_ms;
+        let steps = (reach + step_ms - 1) / step_ms.max(1) - 1;
+        steps.max(1) as usize
+    }
+
+    pub fn model(&self) -> Option<&Forecaster> {
+        self.model.as_ref()
+    }
+
+    /// Restores a saved model (the daemon keeps models across restarts).
+    pub fn set_model(&mut self, model: Forecaster, trained_at_ms: i64) {
+        self.model = Some(model);
+        self.last_train_ms = Some(trained_at_ms);
+    }
+
+    /// The replica count last decided, so a restart continues from it.
+    pub fn set_current(&mut self, n: u32) {
+        self.current = Some(n);
+    }
+
+    pub fn train_error(&self) -> Option<&str> {
+        self.train_error.as_deref()
+    }
+
+    /// Whether `cycle` at `now_ms` will retrain first.
+    pub fn retrain_due(&self, now_ms: i64) -> bool {
+        // Without a usable model (too little history so far), try again every ten
+        // cycles rather than waiting a whole retrain interval.
+        let every = match self.model.as_ref() {
+            Some(m) if m.kind == Kind::Ridge => self.s.retrain_ms,
+            _ => self.s.retrain_ms.min(10 * self.s.interval_ms),
+        };
+        self.s.predictive && self.last_train_ms.is_none_or(|t| now_ms - t >= every)
+    }
+
+    /// Fits a new model on `history` (its last point is now). Returns whether it trained.
+    pub fn train(&mut self, now_ms: i64, history: &Series) -> bool {
+        self.last_train_ms = Some(now_ms);
+        let keep = (self.s.history_ms / history.step_ms.max(1)) as usize;
+        let from = history.len().saturating_sub(keep.max(1));
+        let recent = Series::new(
+            history.time_at(from as i64),
+            history.step_ms,
+            history.values[from..].to_vec(),
+        );
+        let cfg = ModelConfig {
+            horizon: self.horizon_steps(history.step_ms),
+            coverage: self.s.coverage,
+            ..ModelConfig::default()
+        };
+        match Forecaster::fit(&recent, &cfg) {
+            Ok(m) => {
+                self.model = Some(m);
+                self.train_error = None;
+                true
+            }
+            Err(e) => {
+                self.train_error = Some(e.to_string());
+                false
+            }
+        }
+    }
+
+    /// One decision at `now_ms` from the demand `history` up to now (last point = now).
+    pub fn cycle(&mut self, now_ms: i64, history: &Series) -> Decision {
+        if self.retrain_due(now_ms) && !history.is_empty() {
+            self.train(now_ms, history);
+        }
+        let demand = history.values.last().copied().unwrap_or(0.0).max(0.0);
+        self.score(now_ms, history);
+        let mase = self.mase(now_ms);
+        let current = self.current.unwrap_or(self.s.min);
+
+        let cap = self.s.capacity_per_replica;
+        let mut reactive = (demand / (cap * self.s.target_utilization)).ceil() as u32;
+        // HPA's tolerance: no move for a ratio within ±tolerance of the target.
+        if let Some(cur) = self.current {
+            if cur > 0 {
+                let ratio = demand / (f64::from(cur) * cap * self.s.target_utilization);
+                if (ratio - 1.0).abs() <= self.s.tolerance {
+                    reactive = cur;
+                }
+            }
+        }
+
+        let (mut predictive, mut upper, mut mode) = (None, None, Mode::Predictive);
+        match self.model.as_ref() {
+            _ if !self.s.predictive => mode = Mode::Reactive("predictive scaling is off".into()),
+            None => {
+                mode = Mode::Reactive(match &self.train_error {
+                    Some(e) => format!("no model: {e}"),
+                    None => "no model yet".into(),
+                })
+            }
+            Some(m) if m.kind != Kind::Ridge => {
+                mode = Mode::Reactive(format!(
+                    "not enough history to learn from yet ({} points)",
+                    m.n_train
+                ))
+            }
+            Some(m) => match m.predict(history) {
+                Err(e) => mode = Mode::Reactive(format!("forecast failed: {e}")),
+                Ok(f) => {
+                    let k = self.horizon_steps(history.step_ms).min(f.hi.len());
+                    let hi = f.hi[..k].iter().copied().fold(demand, f64::max);
+                    upper = Some(hi);
+                    self.pending.push_back(Pending {
+                        origin_ms: f.origin_ms,
+                        step_ms: f.step_ms,
+                        yhat: f.yhat[..k].to_vec(),
+                        scale: m.mase_scale,
+                    });
+                    match mase {
+                        Some(v) if v > self.s.max_mase => {
+                            mode = Mode::Reactive(format!(
+                                "recent forecasts too inaccurate (MASE {v:.2} > {:.2})",
+                                self.s.max_mase
+                            ))
+                        }
+                        _ => {
+                            let need = (hi * self.s.headroom / cap)
+                                .ceil()
+                                .max((demand / cap).ceil());
+                            predictive = Some(need as u32);
+                        }
+                    }
+                }
+            },
+        }
+
+        let raw = match (&mode, predictive) {
+            (Mode::Predictive, Some(p)) => p,
+            _ => reactive,
+        };
+        let mut limited = None;
+        let mut want = raw.clamp(self.s.min, self.s.max);
+        if want != raw {
+            limited = Some(format!(
+                "clamped from {raw} to [{}, {}]",
+                self.s.min, self.s.max
+            ));
+        }
+        self.recommendations.push_back((now_ms, want));
+        while self
+            .recommendations
+            .front()
+            .is_some_and(|(t, _)| *t < now_ms - self.s.stabilization_ms)
+        {
+            self.recommendations.pop_front();
+        }
+        if want < current {
+            let held = self
+                .recommendations
+                .iter()
+                .map(|(_, r)| *r)
+                .max()
+                .unwrap_or(want);
+            if held > want {
+                limited = Some(format!(
+                    "scale-down stabilization holds {held} (wanted {want})"
+                ));
+                want = held.min(current);
+            }
+        }
+        if let (Some(step), Some(_)) = (self.s.max_step, self.current) {
+            let diff = i64::from(want) - i64::from(current);
+            if diff.unsigned_abs() > u64::from(step) {
+                let to = if diff > 0 {
+                    current + step
+                } else {
+                    current - step
+                };
+                limited = Some(format!(
+                    "moved {step} of the {} asked (max_step)",
+                    diff.abs()
+                ));
+                want = to;
+            }
+        }
+        self.current = Some(want);
+        Decision {
+            at_ms: now_ms,
+            desired: want,
+            reactive,
+            predictive,
+            upper,
+            demand,
+            mode,
+            limited,
+            trained: self.model.as_ref().is_some_and(|m| m.kind == Kind::Ridge),
+            mase,
+        }
+    }
+
+    /// Scores kept forecasts whose steps have now happened.
+    fn score(&mut self, now_ms: i64, history: &Series) {
+        while let Some(p) = self.pending.front() {
+            let last = p.origin_ms + p.step_ms * p.yhat.len() as i64;
+            if last > now_ms {
+                break;
+            }
+            for (i, yhat) in p.yhat.iter().enumerate() {
+                let ts = p.origin_ms + p.step_ms * (i as i64 + 1);
+                if let Some(idx) = history.index_of(ts) {
+                    let err = (history.values[idx] - yhat).abs() / p.scale.max(1e-12);
+                    self.errors.push_back((ts, err));
+                }
+            }
+            self.pending.pop_front();
+        }
+        let keep_from = now_ms - self.s.accuracy_window_ms;
+        while self.errors.front().is_some_and(|(t, _)| *t < keep_from) {
+            self.errors.pop_front();
+        }
+    }
+
+    /// Rolling MASE, once at least 12 outcomes are known.
+    pub fn mase(&self, _now_ms: i64) -> Option<f64> {
+        (self.errors.len() >= 12)
+            .then(|| self.errors.iter().map(|(_, e)| e).sum::<f64>() / self.errors.len() as f64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> PolicySettings {
+        PolicySettings {
+            capacity_per_replica: 10.0,
+            target_utilization: 0.7,
+            tolerance: 0.1,
+            headroom: 1.0,
+            min: 1,
+            max: 50,
+            max_step: None,
+            lead_time_ms: 600_000,
+            interval_ms: 300_000,
+            stabilization_ms: 300_000,
+            retrain_ms: 6 * 3_600_000,
+            history_ms: 35 * 86_400_000,
+            coverage: 0.9,
+            max_mase: 1.0,
+            accuracy_window_ms: 86_400_000,
+            predictive: true,
+        }
+    }
+
+    #[test]
+    fn untrained_policy_is_reactive_and_says_why() {
+        let mut p = Policy::new(settings());
+        let s = Series::new(0, 300_000, vec![70.0; 5]);
+        let d = p.cycle(4 * 300_000, &s);
+        assert_eq!(d.reactive, 10);
+        assert_eq!(d.desired, 10);
+        assert!(
+            matches!(d.mode, Mode::Reactive(ref r) if r.contains("no model")),
+            "{d:?}"
+        );
+    }
+
+    #[test]
+    fn horizon_covers_lead_time_plus_one_cycle() {
+        let p = Policy::new(settings());
+        assert_eq!(p.horizon_steps(300_000), 2);
+        let mut s = settings();
+        s.lead_time_ms = 120_000;
+        assert_eq!(Policy::new(s).horizon_steps(300_000), 1);
+    }
+
+    #[test]
+    fn stabilization_holds_then_releases_and_max_step_limits() {
+        let mut st = settings();
+        st.predictive = false;
+        st.max_step = Some(3);
+        let mut p = Policy::new(st);
+        let mut vals = vec![];
+        let mut out = vec![];
+        for (i, v) in [70.0, 700.0, 700.0, 70.0, 70.0, 70.0, 70.0]
+            .iter()
+            .enumerate()
+        {
+            vals.push(*v);
+            let s = Series::new(0, 60_000, vals.clone());
+            out.push(p.cycle(i as i64 * 60_000, &s).desired);
+        }
+        // Up at most 3 a cycle; down held for 5 minutes, then 3 a cycle.
+        assert_eq!(out, vec![10, 13, 16, 16, 16, 16, 16]);
+        let mut more = vals.clone();
+        for i in 7..12 {
+            more.push(70.0);
+            let s = Series::new(0, 60_000, more.clone());
+            out.push(p.cycle(i as i64 * 60_000, &s).desired);
+        }
+        assert_eq!(&out[7..], &[16, 13, 10, 10, 10][..]);
+    }
+
+    #[test]
+    fn learns_a_daily_peak_and_raises_the_floor_before_it() {
+        // Two weeks of 5-minute demand with one peak a day at noon.
+        let day = 288usize;
+        let demand = |i: usize| {
+            let x = (i % day) as f64 / day as f64;
+            20.0 + 200.0 * (-((x - 0.5) * 12.0).powi(2)).exp()
+        };
+        let n = day * 14;
+        let values: Vec<f64> = (0..n).map(demand).collect();
+        let mut p = Policy::new(settings());
+        let full = Series::new(0, 300_000, values);
+        let mut predictive_ahead = 0;
+        let mut reactive_cycles = 0;
+        for t in day * 3..n {
+            let d = p.cycle(t as i64 * 300_000, &full.up_to(t));
+            // Two steps later demand will be higher than what reacting now covers.
+            if t >= day * 10 && t + 2 < n && demand(t + 2) > demand(t) * 1.1 {
+                if d.desired as f64 * 10.0 >= demand(t + 2) {
+                    predictive_ahead += 1;
+                } else {
+                    reactive_cycles += 1;
+                }
+                assert_eq!(d.mode, Mode::Predictive, "{d:?}");
+            }
+        }
+        assert!(
+            predictive_ahead > 0 && reactive_cycles == 0,
+            "{predictive_ahead} {reactive_cycles}"
+        );
+    }
+}

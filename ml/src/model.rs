@@ -1,0 +1,599 @@
+//! The forecaster: one ridge regression per horizon step (linfa-linear's least squares
+//! on the penalty-augmented data), fitted on the features of [`crate::features`], with split-conformal
+//! prediction intervals.
+//!
+//! Owns fitting, predicting and the serialized model. Must not know where the series
+//! came from (store, database, CSV) or what the forecast is used for.
+//!
+//! Why direct per-step models: a recursive model feeds its own errors back and its
+//! intervals are hard to calibrate; a direct one is fitted for exactly the lead time the
+//! autoscaler asks about, and its held-out residuals are the honest error at that step.
+//!
+//! Intervals are normalised split-conformal: the most recent slice of the training
+//! windows is held out, the model fitted on the rest predicts it, and the residuals,
+//! divided by how much the series was moving at each origin (see `local_change`), give
+//! per-step quantiles. The band widens when the series moves (a taxi rush hour, a
+//! traffic spike) and narrows at night, which a fixed band cannot.
+
+use crate::features::Layout;
+use crate::season;
+use crate::series::Series;
+use crate::MlError;
+use linfa::prelude::*;
+use linfa_linear::LinearRegression;
+use ndarray::{Array1, Array2};
+use serde::{Deserialize, Serialize};
+
+/// How to fit. The defaults are what the backtest in the README was run with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Steps ahead to forecast.
+    pub horizon: usize,
+    /// Central coverage of the interval (0.9 → 5% and 95% bounds).
+    pub coverage: f64,
+    /// Recent lags used as features.
+    pub lags: usize,
+    /// Ridge penalty on standardised features.
+    pub penalty: f64,
+    /// At most this many of the newest origins are used per step (bounds training time).
+    pub max_rows: usize,
+    /// Share of the newest training origins held out to calibrate the intervals.
+    pub calibration: f64,
+    /// Autocorrelation a calendar period must show to be used.
+    pub season_threshold: f64,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            horizon: 12,
+            coverage: 0.9,
+            lags: 12,
+            penalty: 0.01,
+            max_rows: 6000,
+            calibration: 0.25,
+            season_threshold: 0.2,
+        }
+    }
+}
+
+impl ModelConfig {
+    pub fn validate(&self) -> Result<(), MlError> {
+        let bad = |field: &'static str, why: &str| {
+            Err(MlError::Config {
+                field,
+                reason: why.to_string(),
+            })
+        };
+        if self.horizon == 0 {
+            return bad("horizon", "must be at least 1 step");
+        }
+        if !(self.coverage > 0.0 && self.coverage < 1.0) {
+            return bad("coverage", "must be between 0 and 1 (exclusive)");
+        }
+        if !(self.calibration > 0.0 && self.calibration < 0.9) {
+            return bad("calibration", "must be between 0 and 0.9");
+        }
+        if self.penalty < 0.0 || !self.penalty.is_finite() {
+            return bad("penalty", "must be a finite number >= 0");
+        }
+        if self.max_rows < 50 {
+            return bad("max_rows", "must be at least 50");
+        }
+        Ok(())
+    }
+}
+
+/// One horizon step's fitted regression and its conformal quantiles.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct StepModel {
+    weights: Vec<f64>,
+    intercept: f64,
+    col_mean: Vec<f64>,
+    col_scale: Vec<f64>,
+    /// Quantiles of (actual − predicted) / recent change, for the low and high bound.
+    q_lo: f64,
+    q_hi: f64,
+}
+
+/// How the forecast is made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// Ridge regressions on the feature layout.
+    Ridge,
+    /// Too little history for the regressions: the last value, with quantiles of the
+    /// observed h-step changes. Honest about what it is, and replaced at the next
+    /// retrain once history has grown.
+    Persistence,
+}
+
+/// A fitted model; serializes so a restart does not throw away training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Forecaster {
+    pub kind: Kind,
+    pub layout: Layout,
+    pub config: ModelConfig,
+    steps: Vec<StepModel>,
+    /// Never forecast below zero when the history never went below it (demand, rates).
+    nonnegative: bool,
+    /// Points the model was fitted on (the newest index is `n_train - 1`).
+    pub n_train: usize,
+    /// Timestamp of the newest point seen in training.
+    pub trained_until_ms: i64,
+    /// In-sample mean absolute error of the seasonal-naive forecast: the MASE scale.
+    pub mase_scale: f64,
+}
+
+/// H steps ahead from one origin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Forecast {
+    pub origin_ms: i64,
+    pub step_ms: i64,
+    pub yhat: Vec<f64>,
+    pub lo: Vec<f64>,
+    pub hi: Vec<f64>,
+}
+
+impl Forecast {
+    pub fn time_of_step(&self, step: usize) -> i64 {
+        self.origin_ms + step as i64 * self.step_ms
+    }
+}
+
+impl Forecaster {
+    /// Fits on the whole of `series` (its last point is the newest known).
+    pub fn fit(series: &Series, config: &ModelConfig) -> Result<Forecaster, MlError> {
+        config.validate()?;
+        let n = series.len();
+        if n < 8 {
+            return Err(MlError::TooShort { needed: 8, got: n });
+        }
+        let periods =
+            season::detect_periods(&series.values, series.step_ms, config.season_threshold);
+        let nonnegative = series.values.iter().all(|v| *v >= 0.0);
+        let mase_scale = mase_scale(&series.values, periods.first().copied().unwrap_or(1));
+        let layout = choose_layout(series, config, periods);
+        let h_max = config.horizon;
+        // Enough origins to fit and to calibrate the longest step, or fall back.
+        let usable = n.saturating_sub(h_max + layout.first_origin(h_max));
+        if usable < 4 * layout.width().max(10) {
+            return Ok(Self::persistence(
+                series,
+                config,
+                layout,
+                nonnegative,
+                mase_scale,
+            ));
+        }
+        let mut steps = Vec::with_capacity(h_max);
+        for h in 1..=h_max {
+            steps.push(fit_step(series, &layout, config, h)?);
+        }
+        Ok(Forecaster {
+            kind: Kind::Ridge,
+            layout,
+            config: config.clone(),
+            steps,
+            nonnegative,
+            n_train: n,
+            trained_until_ms: series.time_at(n as i64 - 1),
+            mase_scale,
+        })
+    }
+
+    fn persistence(
+        series: &Series,
+        config: &ModelConfig,
+        layout: Layout,
+        nonnegative: bool,
+        mase_scale: f64,
+    ) -> Forecaster {
+        let y = &series.values;
+        let n = y.len();
+        let steps = (1..=config.horizon)
+            .map(|h| {
+                let mut scores: Vec<f64> = (1..n.saturating_sub(h))
+                    .map(|t| (y[t + h] - y[t]) / local_change(y, t))
+                    .collect();
+                let (q_lo, q_hi) = if scores.is_empty() {
+                    (-(h as f64), h as f64)
+                } else {
+                    interval_quantiles(&mut scores, config.coverage)
+                };
+                StepModel {
+                    weights: Vec::new(),
+                    intercept: 0.0,
+                    col_mean: Vec::new(),
+                    col_scale: Vec::new(),
+                    q_lo,
+                    q_hi,
+                }
+            })
+            .collect();
+        Forecaster {
+            kind: Kind::Persistence,
+            layout,
+            config: config.clone(),
+            steps,
+            nonnegative,
+            n_train: n,
+            trained_until_ms: series.time_at(n as i64 - 1),
+            mase_scale,
+        }
+    }
+
+    pub fn horizon(&self) -> usize {
+        self.steps.len()
+    }
+
+    /// The seasonal periods (in steps) the model uses.
+    pub fn periods(&self) -> &[usize] {
+        &self.layout.periods
+    }
+
+    /// Forecasts the steps after the last point of `history`, which must be on the
+    /// training grid and may extend past what the model was trained on.
+    pub fn predict(&self, history: &Series) -> Result<Forecast, MlError> {
+        if history.step_ms != self.layout.step_ms {
+            return Err(MlError::GridMismatch {
+                expected: self.layout.step_ms,
+                got: history.step_ms,
+            });
+        }
+        let n = history.len();
+        if n == 0 {
+            return Err(MlError::TooShort { needed: 1, got: 0 });
+        }
+        let t = n - 1;
+        let y = &history.values;
+        let mut out = Forecast {
+            origin_ms: history.time_at(t as i64),
+            step_ms: history.step_ms,
+            yhat: Vec::with_capacity(self.steps.len()),
+            lo: Vec::with_capacity(self.steps.len()),
+            hi: Vec::with_capacity(self.steps.len()),
+        };
+        let change = local_change(y, t);
+        let mut row = Vec::with_capacity(self.layout.width());
+        for (i, step) in self.steps.iter().enumerate() {
+            let h = i + 1;
+            let delta = match self.kind {
+                Kind::Ridge if t >= self.layout.first_origin(h) => {
+                    row.clear();
+                    self.layout.row(history, t, h, &mut row);
+                    step.apply(&row)
+                }
+                // Not enough history behind this origin for the features: persistence.
+                _ => 0.0,
+            };
+            let mut yhat = y[t] + delta;
+            let mut lo = yhat + step.q_lo * change;
+            let mut hi = yhat + step.q_hi * change;
+            if self.nonnegative {
+                yhat = yhat.max(0.0);
+                lo = lo.max(0.0);
+                hi = hi.max(0.0);
+            }
+            out.yhat.push(yhat);
+            out.lo.push(lo.min(yhat));
+            out.hi.push(hi.max(yhat));
+        }
+        Ok(out)
+    }
+}
+
+impl StepModel {
+    fn apply(&self, row: &[f64]) -> f64 {
+        let mut acc = self.intercept;
+        for j in 0..row.len().min(self.weights.len()) {
+            acc += self.weights[j] * (row[j] - self.col_mean[j]) / self.col_scale[j];
+        }
+        acc
+    }
+}
+
+fn choose_layout(series: &Series, config: &ModelConfig, periods: Vec<usize>) -> Layout {
+    let n = series.len();
+    let lags = config.lags.min(n / 8).max(1);
+    let window = periods
+        .first()
+        .copied()
+        .unwrap_or(24)
+        .clamp(lags.max(2), 288);
+    // As many cycles (up to 3) as leave at least half the history for training origins.
+    let cycles = periods
+        .iter()
+        .map(|&p| {
+            let back = config.horizon.div_ceil(p).max(1);
+            (1..=3)
+                .rev()
+                .find(|c| (back + c - 1) * p < n / 2)
+                .unwrap_or(1)
+        })
+        .collect();
+    let span = n as i64 * series.step_ms;
+    let day_terms = if series.step_ms < season::DAY_MS / 8 && span >= 2 * season::DAY_MS {
+        3
+    } else {
+        0
+    };
+    let week_terms = if span >= 2 * season::WEEK_MS { 2 } else { 0 };
+    Layout {
+        lags,
+        periods,
+        cycles,
+        window,
+        step_ms: series.step_ms,
+        day_terms,
+        week_terms,
+    }
+}
+
+/// How much the series is moving at `t`: the geometric mean of the mean absolute
+/// change and the square root of the mean level over the last 12 steps. Change alone
+/// makes the band balloon after every spike; level alone ignores that a quiet series
+/// is predictable; demand that counts requests (Poisson-like) has a spread growing with
+/// the root of its level, which the second factor carries. Any constant factor cancels
+/// in the conformal quantiles, so the band does not depend on the unit of the series.
+fn local_change(y: &[f64], t: usize) -> f64 {
+    let from = t.saturating_sub(12);
+    let k = t - from;
+    let change = if k == 0 {
+        0.0
+    } else {
+        (from + 1..=t).map(|i| (y[i] - y[i - 1]).abs()).sum::<f64>() / k as f64
+    };
+    let level = (from..=t).map(|i| y[i].abs()).sum::<f64>() / (k + 1) as f64;
+    let raw = (change * level.sqrt()).sqrt();
+    raw.max(1e-3 * level.powf(0.75)).max(1e-9)
+}
+
+/// The seasonal-naive in-sample mean absolute error: MASE's denominator.
+pub fn mase_scale(y: &[f64], period: usize) -> f64 {
+    let m = period.max(1);
+    if y.len() <= m {
+        return 1.0;
+    }
+    let s = (m..y.len()).map(|i| (y[i] - y[i - m]).abs()).sum::<f64>() / (y.len() - m) as f64;
+    if s > 0.0 {
+        s
+    } else {
+        1.0
+    }
+}
+
+/// Finite-sample split-conformal bounds: the ⌈(n+1)(1−α/2)⌉-th order statistic and its
+/// mirror, so coverage holds for exchangeable residuals.
+fn interval_quantiles(scores: &mut [f64], coverage: f64) -> (f64, f64) {
+    scores.sort_by(|a, b| a.total_cmp(b));
+    let n = scores.len();
+    let tail = (1.0 - coverage) / 2.0;
+    let hi_rank = (((n + 1) as f64) * (1.0 - tail)).ceil() as usize;
+    let lo_rank = (((n + 1) as f64) * tail).floor() as usize;
+    let hi = scores[hi_rank.clamp(1, n) - 1];
+    let lo = scores[lo_rank.clamp(1, n) - 1];
+    (lo, hi)
+}
+
+struct Rows {
+    x: Array2<f64>,
+    y: Array1<f64>,
+    change: Vec<f64>,
+}
+
+fn build_rows(series: &Series, layout: &Layout, h: usize, from: usize, to: usize) -> Rows {
+    let width = layout.width();
+    let count = to.saturating_sub(from);
+    let mut flat = Vec::with_capacity(count * width);
+    let mut y = Vec::with_capacity(count);
+    let mut change = Vec::with_capacity(count);
+    let v = &series.values;
+    for t in from..to {
+        layout.row(series, t, h, &mut flat);
+        y.push(v[t + h] - v[t]);
+        change.push(local_change(v, t));
+    }
+    let x =
+        Array2::from_shape_vec((count, width), flat).unwrap_or_else(|_| Array2::zeros((0, width)));
+    Rows {
+        x,
+        y: Array1::from(y),
+        change,
+    }
+}
+
+struct Fitted {
+    weights: Vec<f64>,
+    intercept: f64,
+    col_mean: Vec<f64>,
+    col_scale: Vec<f64>,
+}
+
+impl Fitted {
+    fn predict_row(&self, row: ndarray::ArrayView1<f64>) -> f64 {
+        let mut acc = self.intercept;
+        for (j, x) in row.iter().enumerate() {
+            acc += self.weights[j] * (x - self.col_mean[j]) / self.col_scale[j];
+        }
+        acc
+    }
+}
+
+/// Ridge on standardised columns; the target is winsorised so one anomaly in the
+/// history (NAB is full of them) does not bend every coefficient.
+fn ridge(rows: &Rows, penalty: f64) -> Result<Fitted, MlError> {
+    let (n, width) = rows.x.dim();
+    let mut col_mean = vec![0.0; width];
+    let mut col_scale = vec![1.0; width];
+    let mut x = rows.x.clone();
+    for j in 0..width {
+        let col = x.column(j);
+        let mean = col.sum() / n as f64;
+        let var = col.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n as f64;
+        col_mean[j] = mean;
+        col_scale[j] = if var > 1e-18 { var.sqrt() } else { 1.0 };
+        x.column_mut(j)
+            .mapv_inplace(|v| (v - col_mean[j]) / col_scale[j]);
+    }
+    // Winsorised at the 0.25% and 99.75% quantiles: quantiles rather than MADs, so
+    // a series that is flat most of the time and jumps at fixed hours keeps its jumps.
+    let mut y = rows.y.clone();
+    let mut sorted: Vec<f64> = y.to_vec();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    let q = |p: f64| sorted[((n - 1) as f64 * p).round() as usize];
+    let (lo, hi) = (q(0.0025), q(0.9975));
+    y.mapv_inplace(|v| v.clamp(lo, hi));
+    // Fit in units of the target's spread so the penalty means the same on every series.
+    let ys = {
+        let m = y.sum() / n as f64;
+        let v = y.iter().map(|a| (a - m).powi(2)).sum::<f64>() / n as f64;
+        if v > 1e-18 {
+            v.sqrt()
+        } else {
+            1.0
+        }
+    };
+    // Ridge as least squares on the data stacked over sqrt(n·penalty)·I with zero
+    // targets: the exact minimiser of ||y − Xw||² + n·penalty·||w||², solved by
+    // linfa-linear's QR. Columns are standardised and the target centred, so the
+    // intercept is the target's mean and stays unpenalised.
+    let y_mean = y.sum() / n as f64;
+    let mut stacked = Array2::zeros((n + width, width));
+    stacked.slice_mut(ndarray::s![..n, ..]).assign(&x);
+    let k = (n as f64 * penalty).sqrt();
+    for j in 0..width {
+        stacked[[n + j, j]] = k;
+    }
+    let mut target = Array1::zeros(n + width);
+    for i in 0..n {
+        target[i] = (y[i] - y_mean) / ys;
+    }
+    let model = LinearRegression::new()
+        .with_intercept(false)
+        .fit(&Dataset::new(stacked, target))
+        .map_err(|e| MlError::Fit(e.to_string()))?;
+    Ok(Fitted {
+        weights: model.params().iter().map(|w| w * ys).collect(),
+        intercept: y_mean,
+        col_mean,
+        col_scale,
+    })
+}
+
+fn fit_step(
+    series: &Series,
+    layout: &Layout,
+    config: &ModelConfig,
+    h: usize,
+) -> Result<StepModel, MlError> {
+    let n = series.len();
+    let first = layout.first_origin(h);
+    let last = n - h; // exclusive: origins whose target is known
+    let from = first.max(last.saturating_sub(config.max_rows));
+    let total = last - from;
+    let cal = ((total as f64) * config.calibration).round() as usize;
+    let cal = cal.clamp(10.min(total / 2), total / 2);
+    let split = last - cal;
+    // Calibration: fit on the older origins, score the held-out newer ones. The gap of
+    // h keeps a training target from overlapping the first held-out origin.
+    let train_end = split.saturating_sub(h).max(from + 1);
+    let early = ridge(
+        &build_rows(series, layout, h, from, train_end),
+        config.penalty,
+    )?;
+    let held = build_rows(series, layout, h, split, last);
+    let mut scores: Vec<f64> = (0..held.y.len())
+        .map(|i| (held.y[i] - early.predict_row(held.x.row(i))) / held.change[i])
+        .collect();
+    let (q_lo, q_hi) = interval_quantiles(&mut scores, config.coverage);
+    let full = ridge(&build_rows(series, layout, h, from, last), config.penalty)?;
+    Ok(StepModel {
+        weights: full.weights,
+        intercept: full.intercept,
+        col_mean: full.col_mean,
+        col_scale: full.col_scale,
+        q_lo,
+        q_hi,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seasonal(n: usize, noise: f64, seed: u64) -> Series {
+        let mut rng = seed;
+        let values = (0..n)
+            .map(|i| {
+                rng = rng
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let u = (rng >> 11) as f64 / (1u64 << 53) as f64 - 0.5;
+                let day = (i % 288) as f64 / 288.0;
+                100.0 + 40.0 * (2.0 * std::f64::consts::PI * day).sin() + noise * u
+            })
+            .collect();
+        Series::new(0, 300_000, values)
+    }
+
+    #[test]
+    fn learns_a_daily_cycle_and_its_interval_covers() {
+        let series = seasonal(288 * 10, 10.0, 7);
+        let train = series.up_to(288 * 7);
+        let cfg = ModelConfig {
+            horizon: 24,
+            ..ModelConfig::default()
+        };
+        let model = Forecaster::fit(&train, &cfg).unwrap();
+        assert_eq!(model.kind, Kind::Ridge);
+        assert_eq!(model.periods(), &[288]);
+        let (mut err, mut naive, mut covered, mut total) = (0.0, 0.0, 0, 0);
+        for origin in (288 * 7..288 * 10 - 24).step_by(7) {
+            let f = model.predict(&series.up_to(origin)).unwrap();
+            for h in 1..=24 {
+                let actual = series.values[origin + h];
+                err += (f.yhat[h - 1] - actual).abs();
+                naive += (series.values[origin] - actual).abs();
+                covered += usize::from(f.lo[h - 1] <= actual && actual <= f.hi[h - 1]);
+                total += 1;
+            }
+        }
+        assert!(err < 0.6 * naive, "model {err} vs last-value {naive}");
+        let cov = covered as f64 / total as f64;
+        assert!((0.83..=0.97).contains(&cov), "coverage {cov}");
+    }
+
+    #[test]
+    fn short_history_falls_back_to_persistence_and_says_so() {
+        let series = seasonal(40, 1.0, 3);
+        let model = Forecaster::fit(&series, &ModelConfig::default()).unwrap();
+        assert_eq!(model.kind, Kind::Persistence);
+        let f = model.predict(&series).unwrap();
+        assert_eq!(f.yhat.len(), 12);
+        assert!(f.yhat.iter().all(|v| *v == series.values[39]));
+    }
+
+    #[test]
+    fn round_trips_through_json() {
+        let series = seasonal(288 * 4, 5.0, 11);
+        let model = Forecaster::fit(&series, &ModelConfig::default()).unwrap();
+        let json = serde_json::to_string(&model).unwrap();
+        let back: Forecaster = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            back.predict(&series).unwrap(),
+            model.predict(&series).unwrap()
+        );
+    }
+
+    #[test]
+    fn bad_config_names_the_field() {
+        let cfg = ModelConfig {
+            coverage: 1.5,
+            ..ModelConfig::default()
+        };
+        let err = Forecaster::fit(&seasonal(100, 1.0, 1), &cfg).unwrap_err();
+        assert!(err.to_string().contains("coverage"), "{err}");
+    }
+}
