@@ -60,7 +60,7 @@ async fn replica_floor_rises_before_the_daily_peak() {
     // Watch the floor the stand-in holds, with the demand at each moment.
     let seen: Arc<Mutex<Vec<(f64, u32)>>> = Arc::default();
     let watcher = {
-        let deadline = Instant::now() + Duration::from_secs(330);
+        let deadline = Instant::now() + Duration::from_secs(420);
         let mut early_raise = None;
         while Instant::now() < deadline {
             let t = start.elapsed().as_secs_f64();
@@ -88,17 +88,24 @@ async fn replica_floor_rises_before_the_daily_peak() {
     assert!(
         watcher.is_some(),
         "the floor never rose ahead of a peak.\nfloors (t, minReplicas): {:?}\nmetrics:\n{}\nlog:\n{}",
-        seen.lock()
-            .unwrap()
-            .iter()
-            .filter(|(_, f)| *f > 1)
-            .collect::<Vec<_>>(),
+        {
+            let all = seen.lock().unwrap();
+            all.windows(2)
+                .filter(|w| w[0].1 != w[1].1)
+                .map(|w| (w[1].0, w[1].1))
+                .collect::<Vec<_>>()
+        },
         metrics
             .lines()
-            .filter(|l| l.starts_with("homeostat_autoscale") || l.starts_with("homeostat_playbook_runs"))
+            .filter(|l| l.starts_with("homeostat_autoscale")
+                || l.starts_with("homeostat_playbook_runs")
+                || l.starts_with("homeostat_playbook_guard"))
             .collect::<Vec<_>>()
             .join("\n"),
-        log
+        log.lines()
+            .filter(|l| l.contains("autoscale") && !l.contains("scale run started"))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     let (t, phase, d, floor) = watcher.unwrap();
     eprintln!(

@@ -124,6 +124,11 @@ pub struct Forecaster {
     pub trained_until_ms: i64,
     /// In-sample mean absolute error of the seasonal-naive forecast: the MASE scale.
     pub mase_scale: f64,
+    /// Lowest value of the interval's local scale: a quarter of its mean over the
+    /// training history, so a flat stretch cannot shrink the band to nothing and
+    /// blow the normalised residuals up.
+    #[serde(default)]
+    pub scale_floor: f64,
 }
 
 /// H steps ahead from one origin.
@@ -155,21 +160,23 @@ impl Forecaster {
         let nonnegative = series.values.iter().all(|v| *v >= 0.0);
         let mase_scale = mase_scale(&series.values, periods.first().copied().unwrap_or(1));
         let layout = choose_layout(series, config, periods);
+        let floor = scale_floor(&series.values);
         let h_max = config.horizon;
         // Enough origins to fit and to calibrate the longest step, or fall back.
         let usable = n.saturating_sub(h_max + layout.first_origin(h_max));
-        if usable < 4 * layout.width().max(10) {
+        if usable < 6 * layout.width().max(10) {
             return Ok(Self::persistence(
                 series,
                 config,
                 layout,
                 nonnegative,
                 mase_scale,
+                floor,
             ));
         }
         let mut steps = Vec::with_capacity(h_max);
         for h in 1..=h_max {
-            steps.push(fit_step(series, &layout, config, h)?);
+            steps.push(fit_step(series, &layout, config, h, floor)?);
         }
         Ok(Forecaster {
             kind: Kind::Ridge,
@@ -180,6 +187,7 @@ impl Forecaster {
             n_train: n,
             trained_until_ms: series.time_at(n as i64 - 1),
             mase_scale,
+            scale_floor: floor,
         })
     }
 
@@ -189,13 +197,14 @@ impl Forecaster {
         layout: Layout,
         nonnegative: bool,
         mase_scale: f64,
+        floor: f64,
     ) -> Forecaster {
         let y = &series.values;
         let n = y.len();
         let steps = (1..=config.horizon)
             .map(|h| {
                 let mut scores: Vec<f64> = (1..n.saturating_sub(h))
-                    .map(|t| (y[t + h] - y[t]) / local_change(y, t))
+                    .map(|t| (y[t + h] - y[t]) / local_change(y, t, floor))
                     .collect();
                 let (q_lo, q_hi) = if scores.is_empty() {
                     (-(h as f64), h as f64)
@@ -221,6 +230,7 @@ impl Forecaster {
             n_train: n,
             trained_until_ms: series.time_at(n as i64 - 1),
             mase_scale,
+            scale_floor: floor,
         }
     }
 
@@ -255,7 +265,7 @@ impl Forecaster {
             lo: Vec::with_capacity(self.steps.len()),
             hi: Vec::with_capacity(self.steps.len()),
         };
-        let change = local_change(y, t);
+        let change = local_change(y, t, self.scale_floor);
         let mut row = Vec::with_capacity(self.layout.width());
         for (i, step) in self.steps.iter().enumerate() {
             let h = i + 1;
@@ -286,11 +296,11 @@ impl Forecaster {
 
 impl StepModel {
     fn apply(&self, row: &[f64]) -> f64 {
-        let mut acc = self.intercept;
-        for j in 0..row.len().min(self.weights.len()) {
-            acc += self.weights[j] * (row[j] - self.col_mean[j]) / self.col_scale[j];
-        }
-        acc
+        let terms = row
+            .iter()
+            .zip(&self.weights)
+            .zip(self.col_mean.iter().zip(&self.col_scale));
+        self.intercept + terms.map(|((x, w), (m, sc))| w * (x - m) / sc).sum::<f64>()
     }
 }
 
@@ -337,7 +347,7 @@ fn choose_layout(series: &Series, config: &ModelConfig, periods: Vec<usize>) -> 
 /// is predictable; demand that counts requests (Poisson-like) has a spread growing with
 /// the root of its level, which the second factor carries. Any constant factor cancels
 /// in the conformal quantiles, so the band does not depend on the unit of the series.
-fn local_change(y: &[f64], t: usize) -> f64 {
+fn local_change(y: &[f64], t: usize, floor: f64) -> f64 {
     let from = t.saturating_sub(12);
     let k = t - from;
     let change = if k == 0 {
@@ -347,7 +357,16 @@ fn local_change(y: &[f64], t: usize) -> f64 {
     };
     let level = (from..=t).map(|i| y[i].abs()).sum::<f64>() / (k + 1) as f64;
     let raw = (change * level.sqrt()).sqrt();
-    raw.max(1e-3 * level.powf(0.75)).max(1e-9)
+    raw.max(floor).max(1e-3 * level.powf(0.75)).max(1e-9)
+}
+
+/// A quarter of the mean local scale over the history (see [`Forecaster::scale_floor`]).
+fn scale_floor(y: &[f64]) -> f64 {
+    if y.len() < 2 {
+        return 0.0;
+    }
+    let sum: f64 = (1..y.len()).map(|t| local_change(y, t, 0.0)).sum();
+    0.25 * sum / (y.len() - 1) as f64
 }
 
 /// The seasonal-naive in-sample mean absolute error: MASE's denominator.
@@ -383,7 +402,14 @@ struct Rows {
     change: Vec<f64>,
 }
 
-fn build_rows(series: &Series, layout: &Layout, h: usize, from: usize, to: usize) -> Rows {
+fn build_rows(
+    series: &Series,
+    layout: &Layout,
+    h: usize,
+    from: usize,
+    to: usize,
+    floor: f64,
+) -> Rows {
     let width = layout.width();
     let count = to.saturating_sub(from);
     let mut flat = Vec::with_capacity(count * width);
@@ -393,7 +419,7 @@ fn build_rows(series: &Series, layout: &Layout, h: usize, from: usize, to: usize
     for t in from..to {
         layout.row(series, t, h, &mut flat);
         y.push(v[t + h] - v[t]);
-        change.push(local_change(v, t));
+        change.push(local_change(v, t, floor));
     }
     let x =
         Array2::from_shape_vec((count, width), flat).unwrap_or_else(|_| Array2::zeros((0, width)));
@@ -462,7 +488,10 @@ fn ridge(rows: &Rows, penalty: f64) -> Result<Fitted, MlError> {
     let y_mean = y.sum() / n as f64;
     let mut stacked = Array2::zeros((n + width, width));
     stacked.slice_mut(ndarray::s![..n, ..]).assign(&x);
-    let k = (n as f64 * penalty).sqrt();
+    // Scarce data gets more shrinkage: with few rows per feature the least-squares
+    // fit chases noise (a young history, a short backtest origin).
+    let scarcity = (20.0 * width as f64 / n as f64).max(1.0);
+    let k = (n as f64 * penalty * scarcity).sqrt();
     for j in 0..width {
         stacked[[n + j, j]] = k;
     }
@@ -487,6 +516,7 @@ fn fit_step(
     layout: &Layout,
     config: &ModelConfig,
     h: usize,
+    floor: f64,
 ) -> Result<StepModel, MlError> {
     let n = series.len();
     let first = layout.first_origin(h);
@@ -500,15 +530,18 @@ fn fit_step(
     // h keeps a training target from overlapping the first held-out origin.
     let train_end = split.saturating_sub(h).max(from + 1);
     let early = ridge(
-        &build_rows(series, layout, h, from, train_end),
+        &build_rows(series, layout, h, from, train_end, floor),
         config.penalty,
     )?;
-    let held = build_rows(series, layout, h, split, last);
+    let held = build_rows(series, layout, h, split, last, floor);
     let mut scores: Vec<f64> = (0..held.y.len())
         .map(|i| (held.y[i] - early.predict_row(held.x.row(i))) / held.change[i])
         .collect();
     let (q_lo, q_hi) = interval_quantiles(&mut scores, config.coverage);
-    let full = ridge(&build_rows(series, layout, h, from, last), config.penalty)?;
+    let full = ridge(
+        &build_rows(series, layout, h, from, last, floor),
+        config.penalty,
+    )?;
     Ok(StepModel {
         weights: full.weights,
         intercept: full.intercept,

@@ -103,9 +103,9 @@ pub fn fill_gaps(values: &mut [f64]) {
         let (a, b) = (w[0], w[1]);
         if b > a + 1 {
             let (va, vb) = (values[a], values[b]);
-            for i in a + 1..b {
-                let f = (i - a) as f64 / (b - a) as f64;
-                values[i] = va + (vb - va) * f;
+            for (k, v) in values[a + 1..b].iter_mut().enumerate() {
+                let f = (k + 1) as f64 / (b - a) as f64;
+                *v = va + (vb - va) * f;
             }
         }
     }

@@ -33,8 +33,9 @@ pub struct AutoForecastConfig {
     /// 0.95: the floor covers the 97.5% quantile of demand over the lead window,
     /// the setting of the README's replay table).
     pub coverage: f64,
-    /// Fall back to reactive while the rolling MASE of recent forecasts (over the lead
-    /// window, scaled by the seasonal-naive error) is above this.
+    /// Fall back to reactive while the rolling MASE of recent forecasts over the lead
+    /// window, scaled by the error of "demand stays where it is" on the same outcomes
+    /// (the reactive assumption), is above this.
     pub max_mase: f64,
     /// How far back the rolling MASE looks.
     pub accuracy_window: PromDuration,
@@ -164,7 +165,7 @@ impl AutoscaleConfig {
         if f.retrain.0.is_zero() {
             err("forecast.retrain", "must be greater than 0".into());
         }
-        if !(f.max_mase > 0.0) {
+        if f.max_mase.is_nan() || f.max_mase <= 0.0 {
             err("forecast.max_mase", "must be greater than 0".into());
         }
         if daemon {

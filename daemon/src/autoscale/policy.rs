@@ -76,7 +76,9 @@ struct Pending {
     origin_ms: i64,
     step_ms: i64,
     yhat: Vec<f64>,
-    scale: f64,
+    /// "Demand stays where it is" for the same steps: the assumption of reactive
+    /// scaling, which the model must beat to be worth following.
+    naive: Vec<f64>,
 }
 
 pub struct Policy {
@@ -87,8 +89,8 @@ pub struct Policy {
     current: Option<u32>,
     recommendations: VecDeque<(i64, u32)>,
     pending: VecDeque<Pending>,
-    /// (when measured, scaled absolute error) of past forecast steps.
-    errors: VecDeque<(i64, f64)>,
+    /// (when measured, model's absolute error, no-change forecast's) of past steps.
+    errors: VecDeque<(i64, f64, f64)>,
 }
 
 impl Policy {
@@ -218,11 +220,12 @@ impl Policy {
                     let k = self.horizon_steps(history.step_ms).min(f.hi.len());
                     let hi = f.hi[..k].iter().copied().fold(demand, f64::max);
                     upper = Some(hi);
+                    let naive = vec![demand; k];
                     self.pending.push_back(Pending {
                         origin_ms: f.origin_ms,
                         step_ms: f.step_ms,
                         yhat: f.yhat[..k].to_vec(),
-                        scale: m.mase_scale,
+                        naive,
                     });
                     match mase {
                         Some(v) if v > self.s.max_mase => {
@@ -313,25 +316,39 @@ impl Policy {
             if last > now_ms {
                 break;
             }
-            for (i, yhat) in p.yhat.iter().enumerate() {
+            for (i, (yhat, naive)) in p.yhat.iter().zip(&p.naive).enumerate() {
                 let ts = p.origin_ms + p.step_ms * (i as i64 + 1);
                 if let Some(idx) = history.index_of(ts) {
-                    let err = (history.values[idx] - yhat).abs() / p.scale.max(1e-12);
-                    self.errors.push_back((ts, err));
+                    let actual = history.values[idx];
+                    self.errors
+                        .push_back((ts, (actual - yhat).abs(), (actual - naive).abs()));
                 }
             }
             self.pending.pop_front();
         }
         let keep_from = now_ms - self.s.accuracy_window_ms;
-        while self.errors.front().is_some_and(|(t, _)| *t < keep_from) {
+        while self.errors.front().is_some_and(|(t, _, _)| *t < keep_from) {
             self.errors.pop_front();
         }
     }
 
-    /// Rolling MASE, once at least 12 outcomes are known.
+    /// Rolling MASE over the accuracy window, once 12 outcomes are known: the model's
+    /// mean absolute error over that of "demand stays where it is" (what a reactive
+    /// policy assumes) on the same outcomes. Above 1 the forecast is worse than not
+    /// forecasting, so following it would be worse than reacting.
     pub fn mase(&self, _now_ms: i64) -> Option<f64> {
-        (self.errors.len() >= 12)
-            .then(|| self.errors.iter().map(|(_, e)| e).sum::<f64>() / self.errors.len() as f64)
+        if self.errors.len() < 12 {
+            return None;
+        }
+        let model: f64 = self.errors.iter().map(|(_, e, _)| e).sum();
+        let naive: f64 = self.errors.iter().map(|(_, _, b)| b).sum();
+        Some(if naive > 0.0 {
+            model / naive
+        } else if model > 0.0 {
+            f64::INFINITY
+        } else {
+            0.0
+        })
     }
 }
 

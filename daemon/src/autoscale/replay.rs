@@ -110,7 +110,7 @@ mod tests {
         )
         .unwrap();
         let values: Vec<f64> = (0..2000)
-            .map(|i| 50.0 + 40.0 * ((i % 288) as f64 / 288.0 * 6.283).sin())
+            .map(|i| 50.0 + 40.0 * ((i % 288) as f64 / 288.0 * std::f64::consts::TAU).sin())
             .collect();
         let a = run(&cfg, &Series::new(0, 300_000, values.clone()), |_| {});
         assert_eq!(a.len(), 2000);
