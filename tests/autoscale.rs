@@ -41,7 +41,7 @@ async fn replica_floor_rises_before_the_daily_peak() {
     )
     .unwrap();
     let config = format!(
-        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nweb:\n  listen_address: '{{listen}}'\nstate:\n  path: '{{state}}'\nplaybook_files: ['{books}/*.yml']\nscrape_configs:\n  - job_name: llm\n    static_configs: [{{targets: ['{target}']}}]\ncollectors:\n  azure:\n    scrape_interval: 30s\n    management_endpoint: {u}\n    authority_host: {u}\n    container_apps: ['{app}']\nautoscale:\n  - name: llm\n    demand: llm_demand\n    capacity_per_replica: 10\n    min: 1\n    max: 10\n    lead_time: 6s\n    interval: 1s\n    scale_down_stabilization: 4s\n    forecast: {{step: 1s, retrain: 15s, history: 10m}}\n    playbook: autoscale-llm\n",
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nweb:\n  listen_address: '{{listen}}'\nstate:\n  path: '{{state}}'\nplaybook_files: ['{books}/*.yml']\nscrape_configs:\n  - job_name: llm\n    static_configs: [{{targets: ['{target}']}}]\ncollectors:\n  azure:\n    scrape_interval: 30s\n    management_endpoint: {u}\n    authority_host: {u}\n    container_apps: ['{app}']\nautoscale:\n  - name: llm\n    demand: llm_demand\n    capacity_per_replica: 10\n    min: 1\n    max: 10\n    lead_time: 6s\n    interval: 1s\n    scale_down_stabilization: 4s\n    forecast: {{step: 1s, retrain: 15s, history: 10m}}\n    playbook: autoscale-llm\nforecasts:\n  - name: llm-demand\n    expr: llm_demand\n    horizon: 10s\n    step: 1s\n    retrain: 15s\n    history: 10m\n",
         books = books.path().display(),
         target = target.addr,
         u = arm.url(),
@@ -119,6 +119,27 @@ async fn replica_floor_rises_before_the_daily_peak() {
     );
     assert!(log.contains("forecast trusted"), "{log}");
     assert!(arm.violations().is_empty(), "{:?}", arm.violations());
+    // The `forecasts` entry on the same demand publishes its forecast as series, one
+    // per step ahead, and a peak is expected within the 10 s horizon somewhere in
+    // every cycle it has seen.
+    let hi = h
+        .query("max without (horizon) (homeostat_forecast{forecast=\"llm-demand\",bound=\"hi\"})")
+        .await;
+    assert_eq!(hi.len(), 1, "{hi:?}");
+    let steps = h
+        .query("count(homeostat_forecast{forecast=\"llm-demand\",bound=\"yhat\"})")
+        .await;
+    assert_eq!(steps.first().map(|s| s.1), Some(10.0), "{steps:?}");
+    let trained = homeostat_e2e::metric_sum(
+        &metrics,
+        "homeostat_forecast_trainings_total",
+        &[("forecast", "llm-demand")],
+    );
+    assert!(trained.is_some_and(|n| n >= 1.0), "{metrics}");
+    assert!(
+        metrics.contains("homeostat_forecast_mase{forecast=\"llm-demand\"}"),
+        "{metrics}"
+    );
     // The runs are in the audit trail of the playbook, triggered by the autoscaler.
     let runs = h.runs("autoscale-llm").await;
     assert!(runs.iter().any(|r| r["trigger"] == "autoscale"), "{runs:?}");
