@@ -234,10 +234,6 @@ impl Forecaster {
         }
     }
 
-    pub fn horizon(&self) -> usize {
-        self.steps.len()
-    }
-
     /// The seasonal periods (in steps) the model uses.
     pub fn periods(&self) -> &[usize] {
         &self.layout.periods

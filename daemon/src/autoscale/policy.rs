@@ -107,10 +107,6 @@ impl Policy {
         }
     }
 
-    pub fn settings(&self) -> &PolicySettings {
-        &self.s
-    }
-
     /// Steps ahead the decision must cover: everything until a replica asked for at
     /// the *next* cycle could be serving.
     pub fn horizon_steps(&self, step_ms: i64) -> usize {
@@ -127,11 +123,6 @@ impl Policy {
     pub fn set_model(&mut self, model: Forecaster, trained_at_ms: i64) {
         self.model = Some(model);
         self.last_train_ms = Some(trained_at_ms);
-    }
-
-    /// The replica count last decided, so a restart continues from it.
-    pub fn set_current(&mut self, n: u32) {
-        self.current = Some(n);
     }
 
     pub fn train_error(&self) -> Option<&str> {
@@ -184,7 +175,7 @@ impl Policy {
         }
         let demand = history.values.last().copied().unwrap_or(0.0).max(0.0);
         self.score(now_ms, history);
-        let mase = self.mase(now_ms);
+        let mase = self.mase();
         let current = self.current.unwrap_or(self.s.min);
 
         let cap = self.s.capacity_per_replica;
@@ -336,7 +327,7 @@ impl Policy {
     /// mean absolute error over that of "demand stays where it is" (what a reactive
     /// policy assumes) on the same outcomes. Above 1 the forecast is worse than not
     /// forecasting, so following it would be worse than reacting.
-    pub fn mase(&self, _now_ms: i64) -> Option<f64> {
+    pub fn mase(&self) -> Option<f64> {
         if self.errors.len() < 12 {
             return None;
         }

@@ -6,7 +6,6 @@
 //! `homeostat replay`) nor touch the platform directly (that is the playbook's `scale`
 //! step, under the engine's guards and audit).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
@@ -41,15 +40,11 @@ struct Metrics {
     mase: Family<Name, Gauge<f64, std::sync::atomic::AtomicU64>>,
 }
 
-/// What the dashboard and API read about each autoscaler.
-pub type LastDecisions = Arc<Mutex<HashMap<String, super::Decision>>>;
-
 /// Starts and stops the per-entry tasks; `apply` replaces them on reload.
 #[derive(Clone)]
 pub struct Autoscalers {
     running: Arc<Mutex<(Vec<AutoscaleConfig>, CancellationToken)>>,
     metrics: Metrics,
-    pub last: LastDecisions,
     deps: Arc<Deps>,
 }
 
@@ -106,7 +101,6 @@ impl Autoscalers {
         Autoscalers {
             running: Arc::new(Mutex::new((Vec::new(), CancellationToken::new()))),
             metrics,
-            last: Arc::default(),
             deps: Arc::new(Deps {
                 db,
                 store,
@@ -130,14 +124,10 @@ impl Autoscalers {
             let task = Task {
                 cfg: cfg.clone(),
                 metrics: self.metrics.clone(),
-                last: self.last.clone(),
                 deps: self.deps.clone(),
             };
             self.deps.tracker.spawn(task.run(token.clone()));
         }
-        self.last
-            .lock()
-            .retain(|k, _| list.iter().any(|c| &c.name == k));
         *running = (list.to_vec(), token);
     }
 }
@@ -145,7 +135,6 @@ impl Autoscalers {
 struct Task {
     cfg: AutoscaleConfig,
     metrics: Metrics,
-    last: LastDecisions,
     deps: Arc<Deps>,
 }
 
@@ -258,7 +247,6 @@ impl Task {
                 }
                 last_mode = Some(is_predictive);
             }
-            self.last.lock().insert(cfg.name.clone(), decision.clone());
             if applied == Some(decision.desired) {
                 continue;
             }
