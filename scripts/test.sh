@@ -12,10 +12,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the tests need. Grows with each stage (python3-aiosmtpd is the
-# real SMTP server of the email tests; HAProxy,
-# Chromium arrive with their issues; HAProxy fronts the failover tests). `prometheus` brings promtool too; gcc
-# builds the fake libnvidia-ml.so; openssl makes the probe tests' certificate.
-PACKAGES=(python3 ca-certificates prometheus prometheus-alertmanager postgresql pgbouncer redis-server haproxy gcc libc6-dev openssl python3-aiosmtpd)
+# real SMTP server of the email tests; HAProxy fronts the failover tests;
+# Chromium and chromedriver drive the dashboard's browser test). `prometheus`
+# brings promtool too; gcc builds the fake libnvidia-ml.so; openssl makes the
+# probe tests' certificate.
+PACKAGES=(python3 ca-certificates prometheus prometheus-alertmanager postgresql pgbouncer redis-server haproxy gcc libc6-dev openssl python3-aiosmtpd chromium chromium-driver fonts-dejavu-core)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

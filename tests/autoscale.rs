@@ -144,3 +144,132 @@ async fn replica_floor_rises_before_the_daily_peak() {
     let runs = h.runs("autoscale-llm").await;
     assert!(runs.iter().any(|r| r["trigger"] == "autoscale"), "{runs:?}");
 }
+
+/// Two days of a daily pattern, 1-minute resolution, ending a minute ago.
+fn two_days_openmetrics(now_s: i64) -> String {
+    let mut s = String::from("# TYPE llm_demand gauge\n");
+    let end = now_s - now_s.rem_euclid(60) - 60;
+    for i in (0..2 * 1440).rev() {
+        let t = end - i * 60;
+        s.push_str(&format!("llm_demand {} {t}\n", daily(t as f64)));
+    }
+    s.push_str("# EOF\n");
+    s
+}
+
+/// Demand over a real day: 100 at night, 200 in the afternoon.
+fn daily(t_s: f64) -> f64 {
+    150.0 + 50.0 * (2.0 * std::f64::consts::PI * t_s / 86_400.0).sin()
+}
+
+/// A forecast added to a fresh daemon learns the day at once from a real
+/// Prometheus that already holds two days (blocks written by promtool), instead
+/// of waiting days for its own history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_is_filled_from_a_real_prometheus() {
+    let Some(prom_bin) = homeostat_e2e::required_program(&["prometheus"], "prometheus") else {
+        return;
+    };
+    let Some(promtool) = homeostat_e2e::required_program(&["promtool"], "prometheus") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let now_s = homeostat_e2e::unix_now() as i64;
+    let om = dir.path().join("history.om");
+    std::fs::write(&om, two_days_openmetrics(now_s)).unwrap();
+    let data = dir.path().join("data");
+    let out = std::process::Command::new(&promtool)
+        .args(["tsdb", "create-blocks-from", "openmetrics"])
+        .arg(&om)
+        .arg(&data)
+        .output()
+        .expect("promtool");
+    assert!(
+        out.status.success(),
+        "promtool: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cfg = dir.path().join("prometheus.yml");
+    std::fs::write(&cfg, "global:\n  scrape_interval: 1m\n").unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", homeostat_e2e::free_port())
+        .parse()
+        .unwrap();
+    let mut prom = homeostat_e2e::ServerProcess::spawn(
+        "prometheus",
+        &prom_bin,
+        &[
+            &format!("--config.file={}", cfg.display()),
+            &format!("--storage.tsdb.path={}", data.display()),
+            "--storage.tsdb.retention.time=30d",
+            &format!("--web.listen-address={addr}"),
+        ],
+        &[],
+    )
+    .expect("spawn prometheus");
+    prom.wait_for_port(addr, Duration::from_secs(30)).await;
+    // Prometheus answers before it has loaded its blocks; wait for the data.
+    let probe =
+        format!("http://{addr}/api/v1/query?query=count_over_time(llm_demand[3d])&time={now_s}");
+    let mut loaded = 0.0;
+    for _ in 0..60 {
+        if let Ok(r) = reqwest::get(&probe).await {
+            if let Ok(v) = r.json::<serde_json::Value>().await {
+                loaded = v["data"]["result"][0]["value"][1]
+                    .as_str()
+                    .and_then(|x| x.parse().ok())
+                    .unwrap_or(0.0);
+                if loaded > 0.0 {
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        loaded,
+        2880.0,
+        "Prometheus did not load the blocks\n{}",
+        prom.log()
+    );
+
+    let h = Homeostat::start(&format!(
+        "global:\n  scrape_interval: 15s\nweb:\n  listen_address: '{{listen}}'\nstate:\n  path: '{{state}}'\nhistory:\n  prometheus_url: http://{addr}\n  timeout: 20s\nforecasts:\n  - name: day\n    expr: llm_demand\n    horizon: 1h\n    step: 1m\n    retrain: 6h\n    history: 3d\n"
+    ))
+    .await;
+    let url = format!("http://{}/api/v1/forecasts", h.addr);
+    let mut f = serde_json::Value::Null;
+    for _ in 0..120 {
+        f = homeostat_e2e::get_json(&url).await["data"]["forecasts"][0].clone();
+        if f["forecast"].as_array().is_some_and(|a| !a.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let points = f["forecast"].as_array().cloned().unwrap_or_default();
+    assert_eq!(
+        points.len(),
+        60,
+        "no forecast from the backfilled history: {f}\n{}",
+        h.process.log()
+    );
+    assert!(f["model"]["trained_at"].is_number(), "{f}");
+    // The afternoon rise is known from yesterday: the forecast follows the day,
+    // not the last value.
+    let mut worst: f64 = 0.0;
+    for p in &points {
+        let t = p["t"].as_f64().unwrap();
+        let yhat = p["yhat"].as_f64().unwrap();
+        worst = worst.max((yhat - daily(t)).abs());
+        assert!(p["lo"].as_f64().unwrap() <= yhat && yhat <= p["hi"].as_f64().unwrap());
+    }
+    eprintln!("forecast from backfilled history: worst error {worst:.2} over the next hour");
+    assert!(
+        worst < 10.0,
+        "forecast misses the daily shape by {worst:.1}: {f}"
+    );
+    let log = h.process.log();
+    assert!(
+        log.contains("history filled from the remote Prometheus"),
+        "{log}"
+    );
+}

@@ -327,6 +327,9 @@ impl Daemon {
         // Subscribed before the first evaluation, so no firing is missed.
         tracker.spawn(playbooks.clone().watch_alerts(rules.subscribe()));
         rules.apply(groups, settings).await;
+        let remote: crate::forecast::remote::SharedRemote = Arc::new(parking_lot::RwLock::new(
+            crate::forecast::remote::RemoteHistory::from_config(&cfg.history, &client),
+        ));
         let forecasts = crate::forecast::Forecasts::new(
             &mut telemetry.registry,
             state.clone(),
@@ -334,16 +337,20 @@ impl Daemon {
             engine.clone(),
             tracker.clone(),
             shutdown.clone(),
+            remote.clone(),
         );
         forecasts.apply(&cfg.forecasts);
         let autoscalers = crate::autoscale::runner::Autoscalers::new(
             &mut telemetry.registry,
-            state.clone(),
-            store.clone(),
-            engine.clone(),
-            playbooks.clone(),
-            tracker.clone(),
-            shutdown.clone(),
+            crate::autoscale::runner::Deps {
+                db: state.clone(),
+                store: store.clone(),
+                engine: engine.clone(),
+                playbooks: playbooks.clone(),
+                tracker: tracker.clone(),
+                shutdown: shutdown.clone(),
+                remote: remote.clone(),
+            },
         );
         warn_missing_playbooks(&cfg.autoscale, &playbooks);
         autoscalers.apply(&cfg.autoscale);
@@ -352,6 +359,7 @@ impl Daemon {
         let telemetry = Arc::new(telemetry);
         let (reload, reload_rx) = ReloadHandle::channel();
         let ready = Arc::new(AtomicBool::new(false));
+        let auth = web::auth::Auth::new(cfg.web.admin_token.clone(), cfg.web.auth.clone());
         let app = web::router(
             AppState {
                 store: store.clone(),
@@ -363,7 +371,9 @@ impl Daemon {
                 ready: ready.clone(),
                 playbooks: playbooks.clone(),
                 breakers: breakers.clone(),
-                admin_token: cfg.web.admin_token.clone(),
+                auth: auth.clone(),
+                forecasts: Some(forecasts.clone()),
+                autoscalers: Some(autoscalers.clone()),
                 dispatcher: dispatcher.clone(),
                 hooks: hooks.clone(),
             },
@@ -406,6 +416,8 @@ impl Daemon {
             hooks,
             forecasts,
             autoscalers,
+            auth,
+            remote,
         };
         tracker.spawn(reloader.run(reload_rx, shutdown.clone()));
 
@@ -526,6 +538,8 @@ struct Reloader {
     hooks: web::hooks::Hooks,
     forecasts: crate::forecast::Forecasts,
     autoscalers: crate::autoscale::runner::Autoscalers,
+    auth: web::auth::Auth,
+    remote: crate::forecast::remote::SharedRemote,
 }
 
 impl Reloader {
@@ -560,8 +574,15 @@ impl Reloader {
             }
         };
         let (old, new) = (&self.current.config, &loaded.config);
-        if old.web != new.web {
-            tracing::warn!("web settings changed; they take effect after a restart");
+        // Credentials (admin_token, auth) apply now; the listener and limits
+        // are fixed at start.
+        let strip = |w: &web::WebConfig| web::WebConfig {
+            admin_token: None,
+            auth: Default::default(),
+            ..w.clone()
+        };
+        if strip(&old.web) != strip(&new.web) {
+            tracing::warn!("web settings changed; the listener, limits and external_url take effect after a restart (credentials apply now)");
         }
         if old.state != new.state {
             tracing::warn!("state settings changed; they take effect after a restart");
@@ -595,6 +616,7 @@ impl Reloader {
                 .apply(&new.notify, &new.web.external_url(), &self.client);
         }
         self.hooks.apply(&new.hooks);
+        self.auth.apply(new.web.admin_token.clone(), &new.web.auth);
         let deps = act_deps(new, &self.breakers, &self.escalator, &self.client);
         self.playbooks.apply(
             books,
@@ -602,6 +624,10 @@ impl Reloader {
             deps,
             new.global.evaluation_interval.0,
         );
+        if old.history != new.history {
+            *self.remote.write() =
+                crate::forecast::remote::RemoteHistory::from_config(&new.history, &self.client);
+        }
         self.forecasts.apply(&new.forecasts);
         warn_missing_playbooks(&new.autoscale, &self.playbooks);
         self.autoscalers.apply(&new.autoscale);

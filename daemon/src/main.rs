@@ -94,6 +94,19 @@ enum Command {
     },
     /// Print version, git revision and compiler.
     Version,
+    /// Hash a dashboard password (argon2id) for `web.auth.users[].password_hash`,
+    /// or with --token make a new random API token and print it with the SHA-256
+    /// that goes in `web.auth.tokens[].sha256`.
+    ///
+    /// The password is read from standard input (first line), so it stays out
+    /// of the shell history: `homeostat hash-password < /dev/tty`, or
+    /// `printf %s "$PW" | homeostat hash-password`.
+    #[command(name = "hash-password")]
+    HashPassword {
+        /// Make an API token instead of hashing a password.
+        #[arg(long)]
+        token: bool,
+    },
     /// Run Prometheus promqltest files (load / clear / eval instant at /
     /// eval_fail / eval_ordered) against homeostat's PromQL engine.
     ///
@@ -338,9 +351,40 @@ fn init_logging(log: &LogArgs) {
     }
 }
 
+fn hash_password(token: bool) -> ExitCode {
+    use homeostat::web::auth;
+    if token {
+        let t = auth::random_hex(32);
+        println!("token:  {t}");
+        println!("sha256: {}", auth::token_digest(&t));
+        return ExitCode::SUCCESS;
+    }
+    let mut line = String::new();
+    if let Err(e) = std::io::stdin().read_line(&mut line) {
+        eprintln!("error: cannot read the password from standard input: {e}");
+        return ExitCode::from(2);
+    }
+    let pw = line.trim_end_matches(['\n', '\r']);
+    if pw.is_empty() {
+        eprintln!("error: empty password (type it on standard input)");
+        return ExitCode::from(2);
+    }
+    match auth::hash_password(pw) {
+        Ok(h) => {
+            println!("{h}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: cannot hash: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::HashPassword { token } => hash_password(token),
         Command::Version => {
             println!(
                 "homeostat {} (revision {}, {})",

@@ -91,6 +91,8 @@ pub struct Policy {
     pending: VecDeque<Pending>,
     /// (when measured, model's absolute error, no-change forecast's) of past steps.
     errors: VecDeque<(i64, f64, f64)>,
+    /// The last forecast made, for the dashboard.
+    last_forecast: Option<homeostat_ml::Forecast>,
 }
 
 impl Policy {
@@ -104,7 +106,18 @@ impl Policy {
             recommendations: VecDeque::new(),
             pending: VecDeque::new(),
             errors: VecDeque::new(),
+            last_forecast: None,
         }
+    }
+
+    /// The forecast the last decision used, if it made one.
+    pub fn last_forecast(&self) -> Option<&homeostat_ml::Forecast> {
+        self.last_forecast.as_ref()
+    }
+
+    /// When the model in use was fitted.
+    pub fn trained_at_ms(&self) -> Option<i64> {
+        self.model.as_ref().and(self.last_train_ms)
     }
 
     /// Steps ahead the decision must cover: everything until a replica asked for at
@@ -191,6 +204,7 @@ impl Policy {
         }
 
         let (mut predictive, mut upper, mut mode) = (None, None, Mode::Predictive);
+        self.last_forecast = None;
         match self.model.as_ref() {
             _ if !self.s.predictive => mode = Mode::Reactive("predictive scaling is off".into()),
             None => {
@@ -218,6 +232,7 @@ impl Policy {
                         yhat: f.yhat[..k].to_vec(),
                         naive,
                     });
+                    self.last_forecast = Some(f);
                     match mase {
                         Some(v) if v > self.s.max_mase => {
                             mode = Mode::Reactive(format!(

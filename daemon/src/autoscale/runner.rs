@@ -40,33 +40,43 @@ struct Metrics {
     mase: Family<Name, Gauge<f64, std::sync::atomic::AtomicU64>>,
 }
 
+/// Decisions kept per autoscaler for the API (at one a minute, six hours).
+const KEEP_DECISIONS: usize = 360;
+
+/// What one autoscaler last did, for `/api/v1/autoscalers` and the dashboard.
+#[derive(Default)]
+struct View {
+    decisions: std::collections::VecDeque<super::Decision>,
+    /// The count last handed to the playbook (a run was created for it).
+    applied: Option<u32>,
+    forecast: Option<serde_json::Value>,
+    trained_at_ms: Option<i64>,
+    periods_s: Vec<f64>,
+    train_error: Option<String>,
+}
+
 /// Starts and stops the per-entry tasks; `apply` replaces them on reload.
 #[derive(Clone)]
 pub struct Autoscalers {
     running: Arc<Mutex<(Vec<AutoscaleConfig>, CancellationToken)>>,
     metrics: Metrics,
     deps: Arc<Deps>,
+    views: Arc<Mutex<std::collections::BTreeMap<String, View>>>,
 }
 
-struct Deps {
-    db: StateDb,
-    store: Arc<Store>,
-    engine: Arc<RwLock<Engine>>,
-    playbooks: PlaybookEngine,
-    tracker: TaskTracker,
-    shutdown: CancellationToken,
+/// What the autoscaler tasks read and act through.
+pub struct Deps {
+    pub db: StateDb,
+    pub store: Arc<Store>,
+    pub engine: Arc<RwLock<Engine>>,
+    pub playbooks: PlaybookEngine,
+    pub tracker: TaskTracker,
+    pub shutdown: CancellationToken,
+    pub remote: crate::forecast::remote::SharedRemote,
 }
 
 impl Autoscalers {
-    pub fn new(
-        reg: &mut Registry,
-        db: StateDb,
-        store: Arc<Store>,
-        engine: Arc<RwLock<Engine>>,
-        playbooks: PlaybookEngine,
-        tracker: TaskTracker,
-        shutdown: CancellationToken,
-    ) -> Self {
+    pub fn new(reg: &mut Registry, deps: Deps) -> Self {
         let metrics = Metrics::default();
         reg.register(
             "homeostat_autoscale_desired_replicas",
@@ -100,15 +110,9 @@ impl Autoscalers {
         );
         Autoscalers {
             running: Arc::new(Mutex::new((Vec::new(), CancellationToken::new()))),
+            views: Arc::default(),
             metrics,
-            deps: Arc::new(Deps {
-                db,
-                store,
-                engine,
-                playbooks,
-                tracker,
-                shutdown,
-            }),
+            deps: Arc::new(deps),
         }
     }
 
@@ -119,16 +123,82 @@ impl Autoscalers {
             return;
         }
         running.1.cancel();
+        self.views
+            .lock()
+            .retain(|name, _| list.iter().any(|c| &c.name == name));
         let token = self.deps.shutdown.child_token();
         for cfg in list {
             let task = Task {
                 cfg: cfg.clone(),
                 metrics: self.metrics.clone(),
                 deps: self.deps.clone(),
+                views: self.views.clone(),
             };
             self.deps.tracker.spawn(task.run(token.clone()));
         }
         *running = (list.to_vec(), token);
+    }
+
+    /// Each autoscaler's settings, state, latest forecast and recent decisions.
+    pub fn snapshot(&self) -> Vec<serde_json::Value> {
+        use crate::forecast::finite;
+        let running = self.running.lock();
+        let views = self.views.lock();
+        running
+            .0
+            .iter()
+            .map(|c| {
+                let v = views.get(&c.name);
+                let last = v.and_then(|v| v.decisions.back());
+                let (mode, reason) = match last.map(|d| &d.mode) {
+                    Some(Mode::Predictive) => ("predictive", String::new()),
+                    Some(Mode::Reactive(r)) => ("reactive", r.clone()),
+                    None => ("reactive", "no decision yet (waiting for demand)".into()),
+                };
+                let decisions: Vec<_> = v
+                    .map(|v| {
+                        v.decisions
+                            .iter()
+                            .map(|d| {
+                                json!({
+                                    "t": d.at_ms as f64 / 1000.0,
+                                    "desired": d.desired,
+                                    "reactive": d.reactive,
+                                    "predictive": d.predictive,
+                                    "demand": finite(d.demand),
+                                    "upper": d.upper.and_then(finite),
+                                    "mode": match &d.mode { Mode::Predictive => "predictive", Mode::Reactive(_) => "reactive" },
+                                    "reason": match &d.mode { Mode::Predictive => d.limited.clone().unwrap_or_default(), Mode::Reactive(r) => r.clone() },
+                                })
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                json!({
+                    "name": c.name,
+                    "target": c.name,
+                    "playbook": c.playbook,
+                    "demand": c.demand,
+                    "capacity_per_replica": c.capacity_per_replica,
+                    "target_utilization": c.target_utilization,
+                    "min": c.min,
+                    "max": c.max,
+                    "lead_time_seconds": c.lead_time.as_duration().as_secs_f64(),
+                    "mode": mode,
+                    "reason": reason,
+                    "current_replicas": v.and_then(|v| v.applied),
+                    "desired_replicas": last.map(|d| d.desired),
+                    "model": {
+                        "trained_at": v.and_then(|v| v.trained_at_ms).map(|t| t as f64 / 1000.0),
+                        "mase": last.and_then(|d| d.mase).and_then(finite),
+                        "period_seconds": v.and_then(|v| v.periods_s.first().copied()),
+                        "error": v.and_then(|v| v.train_error.clone()),
+                    },
+                    "forecast": v.and_then(|v| v.forecast.clone()).unwrap_or_else(|| json!([])),
+                    "decisions": decisions,
+                })
+            })
+            .collect()
     }
 }
 
@@ -136,6 +206,7 @@ struct Task {
     cfg: AutoscaleConfig,
     metrics: Metrics,
     deps: Arc<Deps>,
+    views: Arc<Mutex<std::collections::BTreeMap<String, View>>>,
 }
 
 impl Task {
@@ -149,6 +220,7 @@ impl Task {
             autoscale: cfg.name.clone(),
         };
         let step = cfg.forecast.step.as_millis();
+        let remote = self.deps.remote.read().clone();
         let mut feed = match HistoryFeed::open(
             &cfg.demand,
             step,
@@ -157,6 +229,7 @@ impl Task {
             self.deps.db.clone(),
             self.deps.store.clone(),
             self.deps.engine.clone(),
+            remote,
         )
         .await
         {
@@ -247,13 +320,39 @@ impl Task {
                 }
                 last_mode = Some(is_predictive);
             }
+            self.record(&policy, &decision, applied);
             if applied == Some(decision.desired) {
                 continue;
             }
             if self.act(&decision).await {
                 applied = Some(decision.desired);
+                if let Some(v) = self.views.lock().get_mut(&cfg.name) {
+                    v.applied = applied;
+                }
             }
         }
+    }
+
+    fn record(&self, policy: &Policy, d: &super::Decision, applied: Option<u32>) {
+        let mut views = self.views.lock();
+        let v = views.entry(self.cfg.name.clone()).or_default();
+        if v.decisions.len() >= KEEP_DECISIONS {
+            v.decisions.pop_front();
+        }
+        v.decisions.push_back(d.clone());
+        v.applied = applied;
+        v.forecast = policy.last_forecast().map(crate::forecast::points_json);
+        v.trained_at_ms = policy.trained_at_ms();
+        v.periods_s = policy
+            .model()
+            .map(|m| {
+                m.periods()
+                    .iter()
+                    .map(|p| (*p as i64 * m.layout.step_ms) as f64 / 1000.0)
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.train_error = policy.train_error().map(str::to_string);
     }
 
     async fn save_model(&self, policy: &Policy, now: i64) {

@@ -483,6 +483,10 @@ impl Actor {
                 labels: spec.labels.clone(),
                 interval,
                 timeout,
+                group: match &spec.native {
+                    Some(n) => n.group(),
+                    None => super::scrape_group(job_name),
+                },
                 ..Default::default()
             }));
             self.registry

@@ -372,6 +372,34 @@ pub struct TargetHealth {
     pub last_samples: u64,
     pub interval: Duration,
     pub timeout: Duration,
+    /// Which part of the platform the target belongs to (`gpu`, `postgres`,
+    /// `redis`, `containers`, `probes`, `inference`, `other`), for the
+    /// dashboard's overview.
+    pub group: &'static str,
+}
+
+impl TargetHealth {
+    pub fn group(&self) -> &'static str {
+        if self.group.is_empty() {
+            "other"
+        } else {
+            self.group
+        }
+    }
+}
+
+/// The group of a scraped (not native) job: inference servers are
+/// Prometheus targets, recognised by their job's name.
+pub fn scrape_group(job: &str) -> &'static str {
+    let j = job.to_ascii_lowercase();
+    if ["vllm", "tgi", "triton", "inference", "llm", "model"]
+        .iter()
+        .any(|k| j.contains(k))
+    {
+        "inference"
+    } else {
+        "other"
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -216,6 +216,18 @@ pub enum NativeSpec {
 }
 
 impl NativeSpec {
+    /// The part of the platform this collector watches (the dashboard's
+    /// target groups).
+    pub fn group(&self) -> &'static str {
+        match self {
+            NativeSpec::Gpu(_) => "gpu",
+            NativeSpec::Postgres(_) | NativeSpec::Pgbouncer(_) => "postgres",
+            NativeSpec::Redis(_) => "redis",
+            NativeSpec::Azure(_) | NativeSpec::Cgroups(_) => "containers",
+            NativeSpec::Probe(_) => "probes",
+        }
+    }
+
     /// A fresh collector for one loop. `timeout` is the job's scrape timeout,
     /// which collectors that have their own deadline (probes) stay under.
     pub fn build(

@@ -77,6 +77,8 @@ pub struct Config {
     pub forecasts: Vec<crate::forecast::ForecastConfig>,
     /// Predictive autoscalers, each acting through a playbook's `scale` step.
     pub autoscale: Vec<crate::autoscale::AutoscaleConfig>,
+    /// Where forecasts and autoscalers may read past data (a remote Prometheus).
+    pub history: crate::forecast::remote::HistorySourceConfig,
 }
 
 /// Settings every job inherits unless it sets its own.
@@ -365,6 +367,7 @@ impl Config {
         self.hooks.validate("hooks", v);
         crate::forecast::runner::validate_all(&self.forecasts, "forecasts", v);
         crate::autoscale::validate_all(&self.autoscale, "autoscale", v);
+        self.history.validate("history", v);
         self.web.validate("web", v);
         self.storage.validate("storage", v);
         self.query.validate("query", v);

@@ -41,7 +41,11 @@ pub struct HistoryFeed {
 }
 
 impl HistoryFeed {
-    /// Loads what the state database has for `expr` on `step_ms`, keeping `keep_ms`.
+    /// Loads what the state database has for `expr` on `step_ms`, keeping `keep_ms`;
+    /// with a `remote` source, first fills the window from its `query_range`
+    /// (homeostat's own points win where both have one). A remote that fails is
+    /// logged and skipped: local history is still good history.
+    #[allow(clippy::too_many_arguments)]
     pub async fn open(
         expr: &str,
         step_ms: i64,
@@ -50,9 +54,43 @@ impl HistoryFeed {
         db: StateDb,
         store: Arc<Store>,
         engine: Arc<RwLock<Engine>>,
+        remote: Option<super::remote::RemoteHistory>,
     ) -> Result<HistoryFeed, StateError> {
         let keep_ms = keep_ms.min(MAX_POINTS as i64 * step_ms);
-        let rows = db.history(expr, step_ms, now_ms - keep_ms).await?;
+        let mut rows = db.history(expr, step_ms, now_ms - keep_ms).await?;
+        if let Some(r) = remote {
+            let start = floor(now_ms - keep_ms, step_ms) + step_ms;
+            let end = floor(now_ms, step_ms);
+            let started = std::time::Instant::now();
+            match r.fetch(expr, start, end, step_ms).await {
+                Ok(points) => {
+                    let mut merged: std::collections::BTreeMap<i64, f64> =
+                        points.into_iter().collect();
+                    let remote_n = merged.len();
+                    let local: std::collections::BTreeMap<i64, f64> =
+                        rows.iter().copied().collect();
+                    let fresh: Vec<(i64, f64)> = merged
+                        .iter()
+                        .filter(|(t, _)| !local.contains_key(t))
+                        .map(|(t, v)| (*t, *v))
+                        .collect();
+                    db.put_history(expr, step_ms, &fresh).await?;
+                    merged.extend(local);
+                    rows = merged.into_iter().collect();
+                    tracing::info!(
+                        expr,
+                        source = r.url(),
+                        points = remote_n,
+                        new = fresh.len(),
+                        seconds = started.elapsed().as_secs_f64(),
+                        "history filled from the remote Prometheus"
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(expr, error = %e, "cannot read history from the remote Prometheus; using local history only")
+                }
+            }
+        }
         let last_ms = rows
             .last()
             .map(|(t, _)| *t)

@@ -132,12 +132,15 @@ struct Metrics {
 #[derive(Clone)]
 pub struct Forecasts {
     running: Arc<Mutex<(Vec<ForecastConfig>, CancellationToken)>>,
+    /// Latest forecast, fit time and MASE per entry, for the API.
+    views: Arc<Mutex<std::collections::BTreeMap<String, serde_json::Value>>>,
     metrics: Metrics,
     db: StateDb,
     store: Arc<Store>,
     engine: Arc<RwLock<Engine>>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
+    remote: super::remote::SharedRemote,
 }
 
 impl Forecasts {
@@ -148,6 +151,7 @@ impl Forecasts {
         engine: Arc<RwLock<Engine>>,
         tracker: TaskTracker,
         shutdown: CancellationToken,
+        remote: super::remote::SharedRemote,
     ) -> Self {
         let metrics = Metrics::default();
         reg.register(
@@ -177,12 +181,14 @@ impl Forecasts {
         );
         Forecasts {
             running: Arc::new(Mutex::new((Vec::new(), CancellationToken::new()))),
+            views: Arc::default(),
             metrics,
             db,
             store,
             engine,
             tracker,
             shutdown,
+            remote,
         }
     }
 
@@ -192,6 +198,9 @@ impl Forecasts {
             return;
         }
         running.1.cancel();
+        self.views
+            .lock()
+            .retain(|name, _| list.iter().any(|c| &c.name == name));
         let token = self.shutdown.child_token();
         for f in list {
             self.tracker
@@ -200,12 +209,33 @@ impl Forecasts {
         *running = (list.to_vec(), token);
     }
 
+    /// Each entry's expression, latest forecast and model state.
+    pub fn snapshot(&self) -> Vec<serde_json::Value> {
+        let running = self.running.lock();
+        let views = self.views.lock();
+        running
+            .0
+            .iter()
+            .map(|c| {
+                let mut v = views.get(&c.name).cloned().unwrap_or_else(|| {
+                    serde_json::json!({"forecast": [], "model": {"trained_at": null, "mase": null}})
+                });
+                v["name"] = c.name.clone().into();
+                v["expr"] = c.expr.clone().into();
+                v["horizon_seconds"] = c.horizon.as_duration().as_secs_f64().into();
+                v["step_seconds"] = c.step.as_duration().as_secs_f64().into();
+                v
+            })
+            .collect()
+    }
+
     async fn run_one(self, cfg: ForecastConfig, stop: CancellationToken) {
         let name = Name {
             forecast: cfg.name.clone(),
         };
         let key = format!("forecast:{}", cfg.name);
         let step = cfg.step.as_millis();
+        let remote = self.remote.read().clone();
         let mut feed = match HistoryFeed::open(
             &cfg.expr,
             step,
@@ -214,6 +244,7 @@ impl Forecasts {
             self.db.clone(),
             self.store.clone(),
             self.engine.clone(),
+            remote,
         )
         .await
         {
@@ -315,10 +346,19 @@ impl Forecasts {
             while errors.front().is_some_and(|(t, _)| *t < now - 86_400_000) {
                 errors.pop_front();
             }
-            if !errors.is_empty() {
-                let mase = errors.iter().map(|(_, e)| e).sum::<f64>() / errors.len() as f64;
+            let mase = (!errors.is_empty())
+                .then(|| errors.iter().map(|(_, e)| e).sum::<f64>() / errors.len() as f64);
+            if let Some(mase) = mase {
                 self.metrics.mase.get_or_create(&name).set(mase);
             }
+            let trained_at = model.as_ref().map(|(_, at)| *at as f64 / 1000.0);
+            self.views.lock().insert(
+                cfg.name.clone(),
+                serde_json::json!({
+                    "forecast": super::points_json(&f),
+                    "model": {"trained_at": trained_at, "mase": mase.and_then(super::finite)},
+                }),
+            );
         }
     }
 

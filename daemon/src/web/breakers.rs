@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::api::{success, ApiError};
-use super::{authorize, bearer_is, peer, AppState};
+use super::{authorize, bearer_is, AppState};
 use crate::act::breaker::{BreakerView, State as BState};
 
 pub fn router() -> Router<AppState> {
@@ -127,7 +127,7 @@ async fn set_state(
     parts: Parts,
     Json(b): Json<StateBody>,
 ) -> Response {
-    let who = match authorize(&s, &parts.headers, peer(&parts)) {
+    let who = match authorize(&s, &parts) {
         Ok(w) => w,
         Err(r) => return r,
     };

@@ -9,12 +9,15 @@
 //! timeout and a body limit (layers below).
 
 mod api;
+pub mod auth;
+mod autoscale;
 mod breakers;
 pub mod hooks;
 mod notify;
 mod playbooks;
 mod query;
 mod rules;
+mod ui;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,7 +26,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
@@ -53,9 +56,13 @@ pub struct WebConfig {
     /// notifications); defaults to `http://<listen_address>`.
     pub external_url: Option<String>,
     /// Bearer token required by the API calls that change something
-    /// (approve, deny, pause, resume, run, breaker state). Unset: those
-    /// calls are accepted only from loopback clients.
+    /// (approve, deny, pause, resume, run, breaker state). Unset, and with no
+    /// `auth` users or tokens: those calls are accepted only from loopback
+    /// clients.
     pub admin_token: Option<String>,
+    /// Dashboard users, API tokens with roles, and who may read without
+    /// credentials (see [`auth`]).
+    pub auth: auth::AuthConfig,
 }
 
 impl Default for WebConfig {
@@ -66,6 +73,7 @@ impl Default for WebConfig {
             max_request_body: ByteSize(1 << 20),
             external_url: None,
             admin_token: None,
+            auth: auth::AuthConfig::default(),
         }
     }
 }
@@ -86,6 +94,15 @@ impl WebConfig {
         }
         if self.max_request_body.0 == 0 {
             v.error(format!("{path}.max_request_body"), "must be greater than 0");
+        }
+        self.auth.validate(&format!("{path}.auth"), v);
+        let no_credentials =
+            self.admin_token.is_none() && self.auth.users.is_empty() && self.auth.tokens.is_empty();
+        if no_credentials && self.auth.anonymous_read == auth::AnonymousRead::None {
+            v.error(
+                format!("{path}.auth.anonymous_read"),
+                "is none but no users, tokens or admin_token are configured: nobody could read",
+            );
         }
     }
 
@@ -109,7 +126,11 @@ pub struct AppState {
     pub ready: Arc<AtomicBool>,
     pub playbooks: crate::playbooks::PlaybookEngine,
     pub breakers: crate::act::BreakerRegistry,
-    pub admin_token: Option<String>,
+    /// Credentials, roles and dashboard sessions (reloadable).
+    pub auth: auth::Auth,
+    /// What the forecasts and autoscalers last did, for the API and dashboard.
+    pub forecasts: Option<crate::forecast::Forecasts>,
+    pub autoscalers: Option<crate::autoscale::runner::Autoscalers>,
     pub dispatcher: crate::notify::Dispatcher,
     /// Webhooks in: live `hooks:` config (reloadable) and counters.
     pub hooks: hooks::Hooks,
@@ -119,7 +140,6 @@ pub struct AppState {
 pub fn router(state: AppState, cfg: &WebConfig) -> Router {
     let timeout: Duration = cfg.request_timeout.0;
     Router::new()
-        .route("/", get(index))
         .route("/metrics", get(metrics))
         .route("/-/healthy", get(healthy).head(healthy))
         .route("/-/ready", get(ready).head(ready))
@@ -131,8 +151,17 @@ pub fn router(state: AppState, cfg: &WebConfig) -> Router {
         .merge(breakers::router())
         .merge(notify::router())
         .merge(hooks::router())
+        .merge(ui::router())
+        .merge(autoscale::router())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            identify,
+        ))
         .with_state(state)
         .layer(RequestBodyLimitLayer::new(cfg.max_request_body.0 as usize))
+        // The dashboard's assets and the JSON it polls compress 3-5x; small
+        // answers are left alone by the layer's default predicate.
+        .layer(tower_http::compression::CompressionLayer::new())
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             timeout,
@@ -140,43 +169,98 @@ pub fn router(state: AppState, cfg: &WebConfig) -> Router {
         .layer(TraceLayer::new_for_http())
 }
 
-/// Who is calling an endpoint that changes something: the bearer token
-/// when `web.admin_token` is set (constant-time compared), otherwise only
-/// loopback clients. The name recorded in the audit log is the caller's
-/// `X-Homeostat-User` header (or `api`).
+/// May the caller of this request change something? Returns the name the
+/// audit log records. Who the caller is was settled by [`identify`]; the
+/// rules (roles, loopback trust, CSRF) are in [`auth`].
 // The refusal is the response itself, as axum handlers return it; boxing
 // it would only move the allocation.
 #[allow(clippy::result_large_err)]
 pub(crate) fn authorize(
     s: &AppState,
-    headers: &axum::http::HeaderMap,
-    peer: Option<SocketAddr>,
+    parts: &axum::http::request::Parts,
 ) -> Result<String, Response> {
-    let user = headers
-        .get("x-homeostat-user")
-        .and_then(|v| v.to_str().ok())
-        .filter(|u| !u.is_empty() && u.len() <= 128)
-        .unwrap_or("api")
-        .to_string();
-    match &s.admin_token {
-        Some(token) => {
-            if bearer_is(headers, token) {
-                Ok(user)
-            } else {
-                Err(api_error(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "a valid bearer token (web.admin_token) is required",
-                ))
-            }
+    let p = match parts.extensions.get::<auth::Principal>() {
+        Some(p) => p.clone(),
+        // Handler tests call routes without the middleware.
+        None => s
+            .auth
+            .principal(&parts.headers)
+            .map_err(|e| api_error(StatusCode::UNAUTHORIZED, "unauthorized", &e.to_string()))?,
+    };
+    s.auth.may_change(&p, &parts.headers, peer(parts))?;
+    Ok(match p.via {
+        // Loopback trust (no credentials configured): the CLI names its user.
+        auth::Via::Anonymous => parts
+            .headers
+            .get("x-homeostat-user")
+            .and_then(|v| v.to_str().ok())
+            .filter(|u| !u.is_empty() && u.len() <= 128)
+            .unwrap_or("api")
+            .to_string(),
+        _ => p.name,
+    })
+}
+
+/// Paths that are open whatever `web.auth.anonymous_read` says: health
+/// checks, the self-scraped `/metrics`, webhooks and breaker reports (each
+/// checks its own signature or token), the login page and the dashboard's
+/// static assets.
+fn open_path(path: &str) -> bool {
+    matches!(
+        path,
+        "/-/healthy" | "/-/ready" | "/metrics" | "/ui/login" | "/favicon.ico"
+    ) || path.starts_with("/hooks/")
+        || path.starts_with("/ui/static/")
+        || (path.starts_with("/api/v1/breakers/") && path.ends_with("/report"))
+}
+
+/// Middleware: identifies the caller once per request (bearer token, basic
+/// credentials or session cookie), refuses bad credentials, applies the
+/// read rule, and leaves the [`auth::Principal`] for handlers.
+async fn identify(
+    State(s): State<AppState>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let path = req.uri().path().to_string();
+    let p = match s.auth.principal(req.headers()) {
+        Ok(p) => p,
+        // Routes with their own tokens (webhooks, breaker reports) judge
+        // them; elsewhere an unknown token counts as no credentials.
+        Err(auth::AuthError::BadToken) => auth::Principal::anonymous(),
+        Err(_) if open_path(&path) && !path.starts_with("/ui/") => auth::Principal::anonymous(),
+        Err(e) => {
+            let mut r = api_error(StatusCode::UNAUTHORIZED, "unauthorized", &e.to_string());
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Basic realm=\"homeostat\""),
+            );
+            return r;
         }
-        None if peer.is_some_and(|p| p.ip().is_loopback()) => Ok(user),
-        None => Err(api_error(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "set web.admin_token to allow changes from other hosts",
-        )),
+    };
+    if !open_path(&path) && !s.auth.may_read(&p, peer) {
+        if path == "/" || path.starts_with("/ui") {
+            let q = req
+                .uri()
+                .path_and_query()
+                .map(|x| x.as_str())
+                .unwrap_or("/ui/");
+            let next_url: String = form_urlencoded::byte_serialize(q.as_bytes()).collect();
+            return axum::response::Redirect::to(&format!("/ui/login?next={next_url}"))
+                .into_response();
+        }
+        return api_error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "credentials required (web.auth.anonymous_read does not allow anonymous reads from here)",
+        );
     }
+    req.extensions_mut().insert(p);
+    next.run(req).await
 }
 
 fn api_error(status: StatusCode, kind: &'static str, msg: &str) -> Response {
@@ -218,22 +302,6 @@ pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     }
     diff == 0
 }
-async fn index(State(s): State<AppState>) -> Html<String> {
-    let (up, down, unknown) = s.targets.count_by_health();
-    Html(format!(
-        "<!doctype html><meta charset=utf-8><meta name=viewport content='width=device-width'>\
-         <title>homeostat</title><h1>homeostat {}</h1>\
-         <p>Targets: {up} up, {down} down, {unknown} not yet scraped. Series in memory: {}.</p>\
-         <ul><li><a href='/api/v1/targets'>/api/v1/targets</a></li>\
-         <li><a href='/api/v1/alerts'>/api/v1/alerts</a></li>\
-         <li><a href='/api/v1/rules'>/api/v1/rules</a></li>\
-         <li><a href='/metrics'>/metrics</a></li>\
-         <li><a href='/api/v1/status/buildinfo'>/api/v1/status/buildinfo</a></li></ul>",
-        env!("CARGO_PKG_VERSION"),
-        s.store.stats().num_series
-    ))
-}
-
 async fn metrics(State(s): State<AppState>) -> Response {
     match s.telemetry.encode() {
         Ok(body) => (

@@ -12,7 +12,7 @@ use axum::routing::{delete, get};
 use axum::{Json, Router};
 use serde_json::json;
 
-use super::{authorize, peer, AppState};
+use super::{authorize, AppState};
 use crate::collect::now_ms;
 use crate::notify::dispatch::PostableAlert;
 use crate::notify::silence::{PostableSilence, SilenceError};
@@ -38,7 +38,7 @@ async fn list_alerts(State(s): State<AppState>) -> Response {
 }
 
 async fn post_alerts(State(s): State<AppState>, parts: Parts, body: axum::body::Bytes) -> Response {
-    if let Err(r) = authorize(&s, &parts.headers, peer(&parts)) {
+    if let Err(r) = authorize(&s, &parts) {
         return r;
     }
     let alerts: Vec<PostableAlert> = match serde_json::from_slice(&body) {
@@ -111,7 +111,7 @@ async fn post_silence(
     parts: Parts,
     body: axum::body::Bytes,
 ) -> Response {
-    let user = match authorize(&s, &parts.headers, peer(&parts)) {
+    let user = match authorize(&s, &parts) {
         Ok(u) => u,
         Err(r) => return r,
     };
@@ -134,7 +134,7 @@ async fn expire_silence(
     Path(id): Path<String>,
     parts: Parts,
 ) -> Response {
-    let user = match authorize(&s, &parts.headers, peer(&parts)) {
+    let user = match authorize(&s, &parts) {
         Ok(u) => u,
         Err(r) => return r,
     };

@@ -111,7 +111,7 @@ async fn run(
     parts: Parts,
     body: Option<Json<RunBody>>,
 ) -> Response {
-    let who = match authorize(&s, &parts.headers, peer(&parts)) {
+    let who = match authorize(&s, &parts) {
         Ok(w) => w,
         Err(r) => return r,
     };
@@ -149,7 +149,7 @@ async fn resume_all(State(s): State<AppState>, parts: Parts) -> Response {
 }
 
 async fn switch(s: AppState, name: Option<String>, parts: Parts, pause: bool) -> Response {
-    let who = match authorize(&s, &parts.headers, peer(&parts)) {
+    let who = match authorize(&s, &parts) {
         Ok(w) => w,
         Err(r) => return r,
     };
@@ -217,7 +217,7 @@ async fn deny(State(s): State<AppState>, Path(id): Path<String>, parts: Parts) -
 }
 
 async fn decide(s: AppState, id: String, parts: Parts, approve: bool) -> Response {
-    let who = match authorize(&s, &parts.headers, peer(&parts)) {
+    let who = match authorize(&s, &parts) {
         Ok(w) => w,
         Err(r) => return r,
     };

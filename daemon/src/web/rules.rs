@@ -4,6 +4,8 @@
 //! Reads rule groups through the rule manager's handles (a short lock per
 //! group); never changes rule state.
 
+use std::collections::BTreeMap;
+
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -48,6 +50,95 @@ fn alert_json(a: &Alert) -> Value {
         v["keepFiringSince"] = json!(rfc3339_ms(k));
     }
     v
+}
+
+/// Active alerts counted by `severity` label and by dashboard target group;
+/// silenced and inhibited ones only in `suppressed`.
+#[derive(Default)]
+pub(super) struct AlertCounts {
+    pub by_severity: BTreeMap<String, u64>,
+    pub by_group: BTreeMap<&'static str, u64>,
+    /// Silenced or inhibited (kept out of the two maps).
+    pub suppressed: u64,
+}
+
+/// (firing, pending) counts. An alert belongs to the group of the targets of
+/// its `job` label, else to the group its name starts with (the bundled rules'
+/// `Gpu…`, `Postgres…`, `Redis…`, `Vllm…` names).
+pub(super) fn alert_counts(s: &AppState) -> (AlertCounts, AlertCounts) {
+    // Silenced or inhibited in the router: counted apart, since someone is on them.
+    let muted: std::collections::HashSet<BTreeMap<String, String>> = s
+        .dispatcher
+        .alerts_json(crate::collect::now_ms())
+        .iter()
+        .filter(|x| x["status"]["state"] == "suppressed")
+        .filter_map(|x| serde_json::from_value(x["labels"].clone()).ok())
+        .collect();
+    let job_group: BTreeMap<String, &'static str> = s
+        .targets
+        .snapshot()
+        .iter()
+        .map(|t| (t.scrape_pool.clone(), t.group()))
+        .collect();
+    let (mut firing, mut pending) = (AlertCounts::default(), AlertCounts::default());
+    for t in s.rules.groups() {
+        let g = t.group.lock();
+        for r in &g.rules {
+            for a in active(r) {
+                let get = |n: &str| {
+                    a.labels
+                        .iter()
+                        .find(|l| &*l.name == n)
+                        .map(|l| l.value.to_string())
+                };
+                let labels: BTreeMap<String, String> = a
+                    .labels
+                    .iter()
+                    .map(|l| (l.name.to_string(), l.value.to_string()))
+                    .collect();
+                if muted.contains(&labels) {
+                    firing.suppressed += 1;
+                    continue;
+                }
+                let c = if a.state == AlertState::Firing {
+                    &mut firing
+                } else {
+                    &mut pending
+                };
+                let sev = get("severity").unwrap_or_else(|| "none".into());
+                *c.by_severity.entry(sev).or_default() += 1;
+                let group = get("job")
+                    .and_then(|j| job_group.get(&j).copied())
+                    .unwrap_or_else(|| group_by_name(&get("alertname").unwrap_or_default()));
+                *c.by_group.entry(group).or_default() += 1;
+            }
+        }
+    }
+    (firing, pending)
+}
+
+fn group_by_name(alertname: &str) -> &'static str {
+    let n = alertname.to_ascii_lowercase();
+    for (prefix, group) in [
+        ("gpu", "gpu"),
+        ("dcgm", "gpu"),
+        ("postgres", "postgres"),
+        ("pg", "postgres"),
+        ("pgbouncer", "postgres"),
+        ("redis", "redis"),
+        ("vllm", "inference"),
+        ("tgi", "inference"),
+        ("triton", "inference"),
+        ("inference", "inference"),
+        ("container", "containers"),
+        ("azure", "containers"),
+        ("probe", "probes"),
+    ] {
+        if n.starts_with(prefix) {
+            return group;
+        }
+    }
+    "other"
 }
 
 fn active(r: &Rule) -> impl Iterator<Item = &Alert> {

@@ -93,7 +93,9 @@ async fn app(ready: bool, reload_ok: bool) -> Router {
             ready: Arc::new(AtomicBool::new(ready)),
             playbooks,
             breakers,
-            admin_token: None,
+            auth: crate::web::auth::Auth::new(None, Default::default()),
+            forecasts: None,
+            autoscalers: None,
             dispatcher: crate::notify::Dispatcher::new(
                 crate::notify::silence::Silences::new(None),
                 Default::default(),
