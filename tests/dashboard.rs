@@ -558,7 +558,13 @@ async fn dashboard_in_headless_chromium() {
         )
         .await
         .expect("refresh measures");
-    eprintln!("overview with 1,000 alerts and 100 runs: {loaded}; refresh cycles (ms): {refresh}");
+    let long_tasks = c
+        .execute("return window.__homeostatLongTasks || [];", vec![])
+        .await
+        .expect("long tasks");
+    eprintln!(
+        "overview with 1,000 alerts and 100 runs: {loaded}; refresh cycles (ms): {refresh}; main-thread tasks over 50 ms (ms): {long_tasks}"
+    );
     screenshot(&c, "overview-1000-alerts").await;
     c.goto(&format!("{base}/ui/alerts")).await.expect("alerts");
     wait_css(&c, "#alert-list tr[data-alert='ShardHot']", 20).await;

@@ -98,9 +98,9 @@ enum Command {
     /// or with --token make a new random API token and print it with the SHA-256
     /// that goes in `web.auth.tokens[].sha256`.
     ///
-    /// The password is read from standard input (first line), so it stays out
-    /// of the shell history: `homeostat hash-password < /dev/tty`, or
-    /// `printf %s "$PW" | homeostat hash-password`.
+    /// The password is asked for without echo on a terminal, or read as the
+    /// first line of standard input (`printf %s "$PW" | homeostat
+    /// hash-password`), so it stays out of the shell history.
     #[command(name = "hash-password")]
     HashPassword {
         /// Make an API token instead of hashing a password.
@@ -359,11 +359,21 @@ fn hash_password(token: bool) -> ExitCode {
         println!("sha256: {}", auth::token_digest(&t));
         return ExitCode::SUCCESS;
     }
-    let mut line = String::new();
-    if let Err(e) = std::io::stdin().read_line(&mut line) {
-        eprintln!("error: cannot read the password from standard input: {e}");
-        return ExitCode::from(2);
-    }
+    use std::io::IsTerminal;
+    // On a terminal, ask without echoing; from a pipe, take the first line.
+    let read = if std::io::stdin().is_terminal() {
+        rpassword::prompt_password("password: ")
+    } else {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).map(|_| line)
+    };
+    let line = match read {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: cannot read the password: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let pw = line.trim_end_matches(['\n', '\r']);
     if pw.is_empty() {
         eprintln!("error: empty password (type it on standard input)");

@@ -7,6 +7,9 @@
 const jsErrors = window.__homeostatErrors = [];
 window.addEventListener('error', e => jsErrors.push(String(e.message || e)));
 window.addEventListener('unhandledrejection', e => jsErrors.push(String(e.reason)));
+/* Main-thread tasks over 50 ms (what makes a page feel stuck), for the same tests. */
+const longTasks = window.__homeostatLongTasks = [];
+try { new PerformanceObserver(l => { for (const e of l.getEntries()) longTasks.push(Math.round(e.duration)); }).observe({ type: 'longtask', buffered: true }); } catch (_) { /* not supported */ }
 const D = document, $ = (s, r) => (r || D).querySelector(s), $$ = (s, r) => Array.from((r || D).querySelectorAll(s));
 const app = $('#app');
 if (!app) return;

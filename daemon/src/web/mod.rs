@@ -95,6 +95,17 @@ impl WebConfig {
         if self.max_request_body.0 == 0 {
             v.error(format!("{path}.max_request_body"), "must be greater than 0");
         }
+        if self
+            .admin_token
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            // An empty token would match an empty `Authorization: Bearer `.
+            v.error(
+                format!("{path}.admin_token"),
+                "must not be empty (unset it to allow changes from loopback only)",
+            );
+        }
         self.auth.validate(&format!("{path}.auth"), v);
         let no_credentials =
             self.admin_token.is_none() && self.auth.users.is_empty() && self.auth.tokens.is_empty();
