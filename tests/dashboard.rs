@@ -490,7 +490,43 @@ async fn dashboard_in_headless_chromium() {
         .await
         .expect("breakers");
     wait_css(&c, "[data-breaker='llm-api']", 15).await;
+    // Open a breaker by hand from the page.
+    click(&c, ".breaker-btn[data-breaker='llm-api'][data-to='open']").await;
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            get_json(&format!("{base}/api/v1/breakers/llm-api")).await["data"]["state"] == "open"
+        })
+        .await,
+        "breaker not opened from the page: {:?}",
+        flash_text(&c).await
+    );
+    wait_css(&c, "tr[data-breaker='llm-api'][data-state='open']", 15).await;
     screenshot(&c, "breakers").await;
+    click(&c, ".breaker-btn[data-breaker='llm-api'][data-to='closed']").await;
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            get_json(&format!("{base}/api/v1/breakers/llm-api")).await["data"]["state"] == "closed"
+        })
+        .await
+    );
+    // The pause switch on the overview.
+    c.goto(&format!("{base}/ui/")).await.expect("overview");
+    click(&c, "#pause-toggle[data-paused='false']").await;
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            get_json(&format!("{base}/api/v1/playbooks")).await["data"]["paused"] == true
+        })
+        .await,
+        "pause from the page failed: {:?}",
+        flash_text(&c).await
+    );
+    click(&c, "#pause-toggle[data-paused='true']").await;
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            get_json(&format!("{base}/api/v1/playbooks")).await["data"]["paused"] == false
+        })
+        .await
+    );
     c.goto(&format!("{base}/ui/scaling?range=2m"))
         .await
         .expect("scaling");
@@ -568,8 +604,22 @@ async fn dashboard_in_headless_chromium() {
     screenshot(&c, "overview-1000-alerts").await;
     c.goto(&format!("{base}/ui/alerts")).await.expect("alerts");
     wait_css(&c, "#alert-list tr[data-alert='ShardHot']", 20).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
     let alerts_page = page_metrics(&c).await;
-    eprintln!("alerts page with 1,000 alerts: {alerts_page}");
+    let long_tasks = c
+        .execute("return window.__homeostatLongTasks || [];", vec![])
+        .await
+        .expect("long tasks");
+    let refresh = c
+        .execute(
+            "return performance.getEntriesByName('homeostat-refresh').map(x => x.duration);",
+            vec![],
+        )
+        .await
+        .expect("refresh measures");
+    eprintln!(
+        "alerts page with 1,000 alerts: {alerts_page}; refresh cycles (ms): {refresh}; main-thread tasks over 50 ms (ms): {long_tasks}"
+    );
     c.goto(&format!("{base}/ui/runs")).await.expect("runs");
     wait_css(&c, "tr[data-run]", 20).await;
     eprintln!("runs page with 100+ runs: {}", page_metrics(&c).await);
