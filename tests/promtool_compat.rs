@@ -284,3 +284,113 @@ fn promtool_242_test_files_pass_and_fail_alike() {
     }
     both(&pt, &["check", "rules", "bad-rules-syntax.yml"], &dir);
 }
+
+/// Every PromQL expression in dashboards/*.json with Grafana's variables
+/// filled in the way Grafana would (`$__rate_interval` → `1m`, `$__range` →
+/// `1h`, a template variable → `.*`).
+fn dashboard_exprs() -> Vec<(String, String)> {
+    fn walk(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, x) in m {
+                    match (k.as_str(), x) {
+                        ("expr", serde_json::Value::String(s)) if !s.trim().is_empty() => {
+                            out.push(s.clone())
+                        }
+                        _ => walk(x, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+            _ => {}
+        }
+    }
+    fn fill(expr: &str) -> String {
+        let e = expr
+            .replace("$__rate_interval", "1m")
+            .replace("$__interval", "1m")
+            .replace("$__range", "1h");
+        let mut out = String::new();
+        let mut chars = e.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c != '$' {
+                out.push(c);
+                continue;
+            }
+            if chars.peek() == Some(&'{') {
+                for x in chars.by_ref() {
+                    if x == '}' {
+                        break;
+                    }
+                }
+            } else {
+                while chars
+                    .peek()
+                    .is_some_and(|x| x.is_alphanumeric() || *x == '_')
+                {
+                    chars.next();
+                }
+            }
+            out.push_str(".*");
+        }
+        out
+    }
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dashboards");
+    let mut found = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("dashboards/")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    for f in files {
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&f).unwrap())
+            .unwrap_or_else(|e| panic!("{}: not JSON: {e}", f.display()));
+        let mut exprs = Vec::new();
+        walk(&v, &mut exprs);
+        assert!(!exprs.is_empty(), "{}: no queries", f.display());
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        found.extend(exprs.iter().map(|e| (name.clone(), fill(e))));
+    }
+    found
+}
+
+/// The bundled Grafana dashboards only use PromQL that homeostat (their data
+/// source) and Prometheus 2.42 both parse: each query becomes a recording
+/// rule checked by `homeostat check rules`, and by promtool when installed.
+#[test]
+fn bundled_dashboards_queries_parse() {
+    let exprs = dashboard_exprs();
+    assert!(
+        exprs.len() > 100,
+        "only {} dashboard queries found",
+        exprs.len()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut rules = String::from("groups:\n  - name: dashboards\n    rules:\n");
+    for (i, (file, e)) in exprs.iter().enumerate() {
+        rules.push_str(&format!(
+            "      # {file}\n      - record: dashboard:query_{i}\n        expr: {}\n",
+            serde_json::to_string(e).unwrap()
+        ));
+    }
+    std::fs::write(dir.path().join("dash.rules.yml"), &rules).unwrap();
+    let ours = run(
+        &homeostat_bin(),
+        &["check", "rules", "dash.rules.yml"],
+        dir.path(),
+    );
+    assert_eq!(
+        ours.code, 0,
+        "homeostat rejects a dashboard query:\n{}",
+        ours.text
+    );
+    if let Some(p) = promtool() {
+        let theirs = run(&p, &["check", "rules", "dash.rules.yml"], dir.path());
+        assert_eq!(
+            theirs.code, 0,
+            "promtool rejects a dashboard query:\n{}",
+            theirs.text
+        );
+    }
+}
