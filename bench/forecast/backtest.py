@@ -59,7 +59,6 @@ Usage:
 """
 import argparse
 import hashlib
-import json
 import math
 import os
 import shutil
@@ -496,20 +495,9 @@ def main():
                 series_table(results, short_names, labels), ""]
     out += ["## Set-up and timings (wall seconds; cached = time of the run that filled the cache)",
             "", timing_table(results, list(results)), ""]
-    for name, r in results.items():
-        for model, err in r["errors"].items():
-            out.append(f"* {name} / {model} failed: {err}")
-    out.append(f"Total wall time of this run: {total:.1f} s")
-    text = "\n".join(out) + "\n"
-    print(text)
-    if args.out_md:
-        with open(args.out_md, "w") as f:
-            f.write(text)
-    if args.out_json:
-        with open(args.out_json, "w") as f:
-            json.dump(report, f, indent=1, sort_keys=True)
-    if args.keep:
-        log(f"kept intermediate files under {args.keep}")
+    errors = [(f"{name} / {model}", err)
+              for name, r in results.items() for model, err in r["errors"].items()]
+    common.write_report(out, total, errors, args, lambda: report)
 
 
 if __name__ == "__main__":

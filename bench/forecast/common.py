@@ -281,3 +281,24 @@ def markdown_table(header, rows):
     for row in rows:
         lines.append("| " + " | ".join(str(c) for c in row) + " |")
     return "\n".join(lines)
+
+
+def write_report(out, total, errors, args, report):
+    """Ends a run the same way for both scripts: the failures and wall time under
+    the Markdown lines `out`, printed and written to --out-md; `report()` (built only
+    when asked) to --out-json; a note when --keep kept the intermediate files.
+    `errors` is (label, message) pairs."""
+    import json
+    for label, err in errors:
+        out.append(f"* {label} failed: {err}")
+    out.append(f"Total wall time of this run: {total:.1f} s")
+    text = "\n".join(out) + "\n"
+    print(text)
+    if args.out_md:
+        with open(args.out_md, "w") as f:
+            f.write(text)
+    if args.out_json:
+        with open(args.out_json, "w") as f:
+            json.dump(report(), f, indent=1, sort_keys=True)
+    if args.keep:
+        log(f"kept intermediate files under {args.keep}")

@@ -66,7 +66,6 @@ Usage:
       [--out-md FILE] [--out-json FILE] [--keep DIR]
 """
 import argparse
-import json
 import math
 import os
 import shutil
@@ -423,26 +422,15 @@ def main():
            "Reduction = 1 - homeostat / reactive under-provisioned time, on the means.", "",
            "## Per series", "", series_table(results, delay_labels), "",
            "## Set-up and timings (wall seconds)", "", setup_table(results, delay_labels), ""]
-    for name, r in results.items():
-        for dl, err in r["errors"].items():
-            out.append(f"* {name} / homeostat / {dl} failed: {err}")
-    out.append(f"Total wall time of this run: {total:.1f} s")
-    text = "\n".join(out) + "\n"
-    print(text)
-    if args.out_md:
-        with open(args.out_md, "w") as f:
-            f.write(text)
-    if args.out_json:
-        report = {"config": {"delays": delay_labels, "target": TARGET, "tolerance": TOLERANCE,
-                             "stabilization_s": STABILIZATION, "min": MIN_REPLICAS,
-                             "replicas_per_p99": REPLICAS_PER_P99, "overrides": overrides,
-                             "homeostat": "stub" if args.homeostat_stub else (args.homeostat if cmd else None)},
-                  "series": results, "aggregate": agg_all, "aggregate_without_azure": agg_nab,
-                  "total_seconds": total}
-        with open(args.out_json, "w") as f:
-            json.dump(report, f, indent=1, sort_keys=True)
-    if args.keep:
-        log(f"kept intermediate files under {args.keep}")
+    errors = [(f"{name} / homeostat / {dl}", err)
+              for name, r in results.items() for dl, err in r["errors"].items()]
+    common.write_report(out, total, errors, args, lambda: {
+        "config": {"delays": delay_labels, "target": TARGET, "tolerance": TOLERANCE,
+                   "stabilization_s": STABILIZATION, "min": MIN_REPLICAS,
+                   "replicas_per_p99": REPLICAS_PER_P99, "overrides": overrides,
+                   "homeostat": "stub" if args.homeostat_stub else (args.homeostat if cmd else None)},
+        "series": results, "aggregate": agg_all, "aggregate_without_azure": agg_nab,
+        "total_seconds": total})
 
 
 if __name__ == "__main__":

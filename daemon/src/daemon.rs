@@ -330,26 +330,26 @@ impl Daemon {
         let remote: crate::forecast::remote::SharedRemote = Arc::new(parking_lot::RwLock::new(
             crate::forecast::remote::RemoteHistory::from_config(&cfg.history, &client),
         ));
+        let history = crate::forecast::history::Sources {
+            db: state.clone(),
+            store: store.clone(),
+            engine: engine.clone(),
+            remote: remote.clone(),
+        };
         let forecasts = crate::forecast::Forecasts::new(
             &mut telemetry.registry,
-            state.clone(),
-            store.clone(),
-            engine.clone(),
+            history.clone(),
             tracker.clone(),
             shutdown.clone(),
-            remote.clone(),
         );
         forecasts.apply(&cfg.forecasts);
         let autoscalers = crate::autoscale::runner::Autoscalers::new(
             &mut telemetry.registry,
             crate::autoscale::runner::Deps {
-                db: state.clone(),
-                store: store.clone(),
-                engine: engine.clone(),
+                history,
                 playbooks: playbooks.clone(),
                 tracker: tracker.clone(),
                 shutdown: shutdown.clone(),
-                remote: remote.clone(),
             },
         );
         warn_missing_playbooks(&cfg.autoscale, &playbooks);

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -21,9 +21,6 @@ use super::{AutoscaleConfig, Mode, Policy};
 use crate::collect::now_ms;
 use crate::forecast::history::HistoryFeed;
 use crate::playbooks::{PlaybookEngine, TriggerRequest};
-use crate::query::Engine;
-use crate::state::StateDb;
-use crate::store::Store;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Name {
@@ -66,13 +63,10 @@ pub struct Autoscalers {
 
 /// What the autoscaler tasks read and act through.
 pub struct Deps {
-    pub db: StateDb,
-    pub store: Arc<Store>,
-    pub engine: Arc<RwLock<Engine>>,
+    pub history: crate::forecast::history::Sources,
     pub playbooks: PlaybookEngine,
     pub tracker: TaskTracker,
     pub shutdown: CancellationToken,
-    pub remote: crate::forecast::remote::SharedRemote,
 }
 
 impl Autoscalers {
@@ -220,16 +214,12 @@ impl Task {
             autoscale: cfg.name.clone(),
         };
         let step = cfg.forecast.step.as_millis();
-        let remote = self.deps.remote.read().clone();
         let mut feed = match HistoryFeed::open(
             &cfg.demand,
             step,
             cfg.forecast.history.as_millis(),
             now_ms(),
-            self.deps.db.clone(),
-            self.deps.store.clone(),
-            self.deps.engine.clone(),
-            remote,
+            &self.deps.history,
         )
         .await
         {
@@ -240,7 +230,7 @@ impl Task {
             }
         };
         let mut policy = Policy::new(cfg.settings(cfg.interval.as_millis()));
-        match self.deps.db.load_model(&self.model_key()).await {
+        match self.deps.history.db.load_model(&self.model_key()).await {
             Ok(Some((at, body))) => match serde_json::from_str(&body) {
                 Ok(m) => {
                     policy.set_model(m, at);
@@ -364,7 +354,13 @@ impl Task {
         };
         match serde_json::to_string(m) {
             Ok(body) => {
-                if let Err(e) = self.deps.db.save_model(&self.model_key(), now, &body).await {
+                if let Err(e) = self
+                    .deps
+                    .history
+                    .db
+                    .save_model(&self.model_key(), now, &body)
+                    .await
+                {
                     tracing::warn!(autoscale = %self.cfg.name, error = %e, "cannot save the model");
                 }
             }

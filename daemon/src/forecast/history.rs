@@ -28,6 +28,17 @@ pub const COARSE_KEEP_MS: i64 = 40 * 86_400_000;
 /// Upper bound on points kept per (series, step), whatever `keep` says.
 pub const MAX_POINTS: usize = 20_160;
 
+/// Where history comes from and goes to: the state database, the raw store
+/// and its query engine, and the optional remote Prometheus. Shared by every
+/// forecast and autoscaler; cheap to clone.
+#[derive(Clone)]
+pub struct Sources {
+    pub db: StateDb,
+    pub store: Arc<Store>,
+    pub engine: Arc<RwLock<Engine>>,
+    pub remote: super::remote::SharedRemote,
+}
+
 pub struct HistoryFeed {
     key: String,
     step_ms: i64,
@@ -45,17 +56,17 @@ impl HistoryFeed {
     /// with a `remote` source, first fills the window from its `query_range`
     /// (homeostat's own points win where both have one). A remote that fails is
     /// logged and skipped: local history is still good history.
-    #[allow(clippy::too_many_arguments)]
     pub async fn open(
         expr: &str,
         step_ms: i64,
         keep_ms: i64,
         now_ms: i64,
-        db: StateDb,
-        store: Arc<Store>,
-        engine: Arc<RwLock<Engine>>,
-        remote: Option<super::remote::RemoteHistory>,
+        sources: &Sources,
     ) -> Result<HistoryFeed, StateError> {
+        let Sources {
+            db, store, engine, ..
+        } = sources.clone();
+        let remote = sources.remote.read().clone();
         let keep_ms = keep_ms.min(MAX_POINTS as i64 * step_ms);
         let mut rows = db.history(expr, step_ms, now_ms - keep_ms).await?;
         if let Some(r) = remote {

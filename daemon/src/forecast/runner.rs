@@ -19,7 +19,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use homeostat_ml::{Forecaster, ModelConfig};
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -33,10 +33,7 @@ use super::history::HistoryFeed;
 use crate::collect::now_ms;
 use crate::config::units::format_duration;
 use crate::config::{PromDuration, Validator};
-use crate::query::Engine;
-use crate::state::StateDb;
 use crate::store::Labels;
-use crate::store::Store;
 
 /// One `forecasts` entry.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -135,23 +132,17 @@ pub struct Forecasts {
     /// Latest forecast, fit time and MASE per entry, for the API.
     views: Arc<Mutex<std::collections::BTreeMap<String, serde_json::Value>>>,
     metrics: Metrics,
-    db: StateDb,
-    store: Arc<Store>,
-    engine: Arc<RwLock<Engine>>,
+    sources: super::history::Sources,
     tracker: TaskTracker,
     shutdown: CancellationToken,
-    remote: super::remote::SharedRemote,
 }
 
 impl Forecasts {
     pub fn new(
         reg: &mut Registry,
-        db: StateDb,
-        store: Arc<Store>,
-        engine: Arc<RwLock<Engine>>,
+        sources: super::history::Sources,
         tracker: TaskTracker,
         shutdown: CancellationToken,
-        remote: super::remote::SharedRemote,
     ) -> Self {
         let metrics = Metrics::default();
         reg.register(
@@ -183,12 +174,9 @@ impl Forecasts {
             running: Arc::new(Mutex::new((Vec::new(), CancellationToken::new()))),
             views: Arc::default(),
             metrics,
-            db,
-            store,
-            engine,
+            sources,
             tracker,
             shutdown,
-            remote,
         }
     }
 
@@ -235,16 +223,12 @@ impl Forecasts {
         };
         let key = format!("forecast:{}", cfg.name);
         let step = cfg.step.as_millis();
-        let remote = self.remote.read().clone();
         let mut feed = match HistoryFeed::open(
             &cfg.expr,
             step,
             cfg.history.as_millis(),
             now_ms(),
-            self.db.clone(),
-            self.store.clone(),
-            self.engine.clone(),
-            remote,
+            &self.sources,
         )
         .await
         {
@@ -254,7 +238,7 @@ impl Forecasts {
                 return;
             }
         };
-        let mut model: Option<(Forecaster, i64)> = match self.db.load_model(&key).await {
+        let mut model: Option<(Forecaster, i64)> = match self.sources.db.load_model(&key).await {
             Ok(Some((at, body))) => serde_json::from_str(&body).ok().map(|m| (m, at)),
             _ => None,
         };
@@ -298,7 +282,7 @@ impl Forecasts {
                             .get_or_create(&name)
                             .set(now as f64 / 1000.0);
                         if let Ok(body) = serde_json::to_string(&m) {
-                            if let Err(e) = self.db.save_model(&key, now, &body).await {
+                            if let Err(e) = self.sources.db.save_model(&key, now, &body).await {
                                 tracing::warn!(forecast = %cfg.name, error = %e, "cannot save the model");
                             }
                         }
@@ -374,9 +358,9 @@ impl Forecasts {
                     ("bound", bound),
                     ("horizon", offset.as_str()),
                 ]);
-                match self.store.get_or_create(&labels) {
+                match self.sources.store.get_or_create(&labels) {
                     Ok(r) => {
-                        let _ = self.store.append(r, now, v);
+                        let _ = self.sources.store.append(r, now, v);
                     }
                     Err(e) => {
                         tracing::warn!(forecast = %name, error = %e, "cannot write forecast series");

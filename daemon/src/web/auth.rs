@@ -329,14 +329,8 @@ impl Auth {
             if constant_time_eq(token.as_bytes(), admin.expose().as_bytes()) {
                 // Automation holding the admin token may say on whose behalf
                 // it acts, as before the dashboard existed.
-                let name = headers
-                    .get("x-homeostat-user")
-                    .and_then(|v| v.to_str().ok())
-                    .filter(|u| !u.is_empty() && u.len() <= 128)
-                    .unwrap_or("api")
-                    .to_string();
                 return Ok(Principal {
-                    name,
+                    name: claimed_user(headers),
                     role: Some(Role::Admin),
                     via: Via::Bearer,
                     csrf: None,
@@ -521,6 +515,18 @@ fn refuse(status: StatusCode, kind: &'static str, msg: &str) -> Response {
 
 pub fn is_loopback(peer: Option<SocketAddr>) -> bool {
     peer.is_some_and(|p| p.ip().is_loopback())
+}
+
+/// The user an API client says it acts for (`X-Homeostat-User`, as the CLI's
+/// `--as` sends it), or `api`. Trusted only from callers already allowed to
+/// act: the admin token, or loopback without credentials.
+pub fn claimed_user(headers: &HeaderMap) -> String {
+    headers
+        .get("x-homeostat-user")
+        .and_then(|v| v.to_str().ok())
+        .filter(|u| !u.is_empty() && u.len() <= 128)
+        .unwrap_or("api")
+        .to_string()
 }
 
 /// Whether a browser says the request comes from our own pages. Clients that

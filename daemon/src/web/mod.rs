@@ -201,13 +201,7 @@ pub(crate) fn authorize(
     s.auth.may_change(&p, &parts.headers, peer(parts))?;
     Ok(match p.via {
         // Loopback trust (no credentials configured): the CLI names its user.
-        auth::Via::Anonymous => parts
-            .headers
-            .get("x-homeostat-user")
-            .and_then(|v| v.to_str().ok())
-            .filter(|u| !u.is_empty() && u.len() <= 128)
-            .unwrap_or("api")
-            .to_string(),
+        auth::Via::Anonymous => auth::claimed_user(&parts.headers),
         _ => p.name,
     })
 }

@@ -264,11 +264,11 @@ async fn login_form(Query(q): Query<NextQuery>) -> Response {
     )
 }
 
-#[derive(Deserialize)]
+/// The login form's fields, parsed by hand so a missing one re-renders the
+/// form instead of axum's bare rejection.
 struct LoginForm {
     username: String,
     password: String,
-    #[serde(default)]
     next: Option<String>,
 }
 
@@ -281,7 +281,7 @@ async fn login(State(s): State<AppState>, parts: Parts, body: axum::body::Bytes)
             login_page("/ui/", Some("cross-site login refused")),
         );
     }
-    let f: LoginForm = match serde_urlencoded_form(&body) {
+    let f: LoginForm = match parse_login_form(&body) {
         Some(f) => f,
         None => {
             return html(
@@ -329,7 +329,7 @@ async fn login(State(s): State<AppState>, parts: Parts, body: axum::body::Bytes)
     }
 }
 
-fn serde_urlencoded_form(body: &[u8]) -> Option<LoginForm> {
+fn parse_login_form(body: &[u8]) -> Option<LoginForm> {
     let mut user = None;
     let mut password = None;
     let mut next = None;
@@ -397,7 +397,7 @@ async fn audit(s: &AppState, actor: &str, action: &str, detail: &str) {
 /// in one call: target health by group, alert counts by severity, runs in
 /// progress, breakers not closed, the pause switch.
 async fn overview_json(State(s): State<AppState>) -> Response {
-    let mut groups: BTreeMap<&'static str, [u64; 4]> = BTreeMap::new();
+    let mut groups: BTreeMap<&'static str, [u64; 3]> = BTreeMap::new();
     for t in s.targets.snapshot() {
         let g = groups.entry(t.group()).or_default();
         match t.health {
@@ -410,7 +410,7 @@ async fn overview_json(State(s): State<AppState>) -> Response {
     // Firing alerts per group, by the alert's `job` or well-known prefixes.
     let groups: Vec<_> = groups
         .into_iter()
-        .map(|(g, [up, down, unknown, _])| {
+        .map(|(g, [up, down, unknown])| {
             json!({"group": g, "up": up, "down": down, "unknown": unknown,
                    "firing": firing.by_group.get(g).copied().unwrap_or(0)})
         })
