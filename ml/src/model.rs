@@ -11,9 +11,12 @@
 //!
 //! Intervals are normalised split-conformal: the most recent slice of the training
 //! windows is held out, the model fitted on the rest predicts it, and the residuals,
-//! divided by how much the series was moving at each origin (see `local_change`), give
+//! divided by how much the series was moving at each origin (see `local_scale`), give
 //! per-step quantiles. The band widens when the series moves (a taxi rush hour, a
-//! traffic spike) and narrows at night, which a fixed band cannot.
+//! traffic spike) and narrows at night, which a fixed band cannot. How "moving" is
+//! measured (recent change, level, or a mix) is chosen per fit from the held-out
+//! errors. Each step also keeps its score quantiles across the upper tail, so a caller
+//! can ask how likely a given level is to be exceeded, not just for one bound.
 
 use crate::features::Layout;
 use crate::season;
@@ -95,7 +98,23 @@ struct StepModel {
     /// Quantiles of (actual − predicted) / recent change, for the low and high bound.
     q_lo: f64,
     q_hi: f64,
+    /// The same scores' quantiles at [`TAIL_LEVELS`], for exceedance probabilities
+    /// (empty in models saved before they were kept).
+    #[serde(default)]
+    tail: Vec<f64>,
+    /// Mean absolute error on the held-out origins, and that of "no change" on the
+    /// same origins: the model's track record before it has a live one.
+    #[serde(default)]
+    held_mae: f64,
+    #[serde(default)]
+    held_naive_mae: f64,
 }
+
+/// Levels at which each step keeps its conformal score quantiles: enough of the upper
+/// tail to price a replica count (see [`Forecaster::exceedance`]).
+const TAIL_LEVELS: [f64; 16] = [
+    0.1, 0.25, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.925, 0.95, 0.96, 0.97, 0.975, 0.98, 0.99, 0.995,
+];
 
 /// How the forecast is made.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -129,6 +148,44 @@ pub struct Forecaster {
     /// blow the normalised residuals up.
     #[serde(default)]
     pub scale_floor: f64,
+    /// How the local scale combines recent change and level, chosen at fit time.
+    #[serde(default)]
+    pub scale_shape: ScaleShape,
+}
+
+/// The interval's local scale is `change^change_pow × level^level_pow` over the last
+/// 12 steps (see `local_scale`). Which mix makes the normalised residuals most alike
+/// depends on the series: counts of independent requests spread with the root of
+/// their level, bursty traffic with how much it has just moved, a CPU percentage with
+/// neither. Each fit tries a small grid and keeps the shape under which the held-out
+/// errors are likeliest (see `choose_shape`); the default is what models saved before
+/// the choice existed were fitted with.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ScaleShape {
+    pub change_pow: f64,
+    pub level_pow: f64,
+}
+
+impl Default for ScaleShape {
+    fn default() -> Self {
+        ScaleShape {
+            change_pow: 0.5,
+            level_pow: 0.25,
+        }
+    }
+}
+
+impl ScaleShape {
+    /// The grid tried at fit time (the default first, so it wins ties).
+    fn candidates() -> impl Iterator<Item = ScaleShape> {
+        const POWS: [f64; 5] = [0.0, 0.25, 0.5, 0.75, 1.0];
+        std::iter::once(ScaleShape::default()).chain(POWS.iter().flat_map(|&c| {
+            POWS.iter().map(move |&l| ScaleShape {
+                change_pow: c,
+                level_pow: l,
+            })
+        }))
+    }
 }
 
 /// H steps ahead from one origin.
@@ -139,6 +196,9 @@ pub struct Forecast {
     pub yhat: Vec<f64>,
     pub lo: Vec<f64>,
     pub hi: Vec<f64>,
+    /// The local scale at the origin the intervals were widened by.
+    #[serde(default)]
+    pub scale: f64,
 }
 
 impl Forecast {
@@ -160,7 +220,7 @@ impl Forecaster {
         let nonnegative = series.values.iter().all(|v| *v >= 0.0);
         let mase_scale = mase_scale(&series.values, periods.first().copied().unwrap_or(1));
         let layout = choose_layout(series, config, periods);
-        let floor = scale_floor(&series.values);
+        let stats = LocalStats::of(&series.values);
         let h_max = config.horizon;
         // Enough origins to fit and to calibrate the longest step, or fall back.
         let usable = n.saturating_sub(h_max + layout.first_origin(h_max));
@@ -171,13 +231,33 @@ impl Forecaster {
                 layout,
                 nonnegative,
                 mase_scale,
-                floor,
+                &stats,
             ));
         }
-        let mut steps = Vec::with_capacity(h_max);
+        let mut fits = Vec::with_capacity(h_max);
         for h in 1..=h_max {
-            steps.push(fit_step(series, &layout, config, h, floor)?);
+            fits.push(fit_step(series, &layout, config, h)?);
         }
+        let shape = choose_shape(&stats, &fits);
+        let floor = stats.floor(shape);
+        let steps = fits
+            .into_iter()
+            .map(|f| {
+                let mut scores: Vec<f64> = f
+                    .held
+                    .iter()
+                    .map(|&(t, r)| r / stats.scale(t, shape, floor))
+                    .collect();
+                let (q_lo, q_hi) = interval_quantiles(&mut scores, config.coverage);
+                let tail = tail_quantiles(&scores);
+                StepModel {
+                    q_lo,
+                    q_hi,
+                    tail,
+                    ..f.model
+                }
+            })
+            .collect();
         Ok(Forecaster {
             kind: Kind::Ridge,
             layout,
@@ -188,6 +268,7 @@ impl Forecaster {
             trained_until_ms: series.time_at(n as i64 - 1),
             mase_scale,
             scale_floor: floor,
+            scale_shape: shape,
         })
     }
 
@@ -197,14 +278,16 @@ impl Forecaster {
         layout: Layout,
         nonnegative: bool,
         mase_scale: f64,
-        floor: f64,
+        stats: &LocalStats,
     ) -> Forecaster {
         let y = &series.values;
         let n = y.len();
+        let shape = ScaleShape::default();
+        let floor = stats.floor(shape);
         let steps = (1..=config.horizon)
             .map(|h| {
                 let mut scores: Vec<f64> = (1..n.saturating_sub(h))
-                    .map(|t| (y[t + h] - y[t]) / local_change(y, t, floor))
+                    .map(|t| (y[t + h] - y[t]) / stats.scale(t, shape, floor))
                     .collect();
                 let (q_lo, q_hi) = if scores.is_empty() {
                     (-(h as f64), h as f64)
@@ -218,6 +301,9 @@ impl Forecaster {
                     col_scale: Vec::new(),
                     q_lo,
                     q_hi,
+                    tail: tail_quantiles(&scores),
+                    held_mae: 0.0,
+                    held_naive_mae: 0.0,
                 }
             })
             .collect();
@@ -231,6 +317,7 @@ impl Forecaster {
             trained_until_ms: series.time_at(n as i64 - 1),
             mase_scale,
             scale_floor: floor,
+            scale_shape: shape,
         }
     }
 
@@ -260,8 +347,11 @@ impl Forecaster {
             yhat: Vec::with_capacity(self.steps.len()),
             lo: Vec::with_capacity(self.steps.len()),
             hi: Vec::with_capacity(self.steps.len()),
+            scale: 0.0,
         };
-        let change = local_change(y, t, self.scale_floor);
+        let (change, level) = window_stats(y, t);
+        let change = local_scale(change, level, self.scale_shape, self.scale_floor);
+        out.scale = change;
         let mut row = Vec::with_capacity(self.layout.width());
         for (i, step) in self.steps.iter().enumerate() {
             let h = i + 1;
@@ -287,6 +377,60 @@ impl Forecaster {
             out.hi.push(hi.max(yhat));
         }
         Ok(out)
+    }
+
+    /// MASE against "no change" of the first `steps` steps on the origins held out at
+    /// fit time (None for a persistence model, or one saved before it was kept).
+    pub fn held_out_mase(&self, steps: usize) -> Option<f64> {
+        let (mut model, mut naive) = (0.0, 0.0);
+        for m in self.steps.iter().take(steps) {
+            model += m.held_mae;
+            naive += m.held_naive_mae;
+        }
+        (self.kind == Kind::Ridge && naive > 0.0).then(|| model / naive)
+    }
+
+    /// The probability, from the held-out errors, that the value `step + 1` steps after
+    /// the origin of `f` (a forecast of this model) exceeds `x`: the conformal score
+    /// distribution interpolated between [`TAIL_LEVELS`], with an exponential tail
+    /// beyond the last level fitted to the last two. Models saved without the tail
+    /// answer from the interval alone: 1 below its upper bound, 0 above.
+    pub fn exceedance(&self, f: &Forecast, step: usize, x: f64) -> f64 {
+        let (Some(m), Some(&yhat), Some(&hi)) =
+            (self.steps.get(step), f.yhat.get(step), f.hi.get(step))
+        else {
+            return 1.0;
+        };
+        if self.nonnegative && x < 0.0 {
+            return 1.0;
+        }
+        if m.tail.len() != TAIL_LEVELS.len() || f.scale <= 0.0 {
+            return if x < hi { 1.0 } else { 0.0 };
+        }
+        // Forecasts are clipped at zero for non-negative series; the scores are not.
+        let z = (x - yhat) / f.scale;
+        let q = &m.tail;
+        if z < q[0] {
+            return 1.0 - TAIL_LEVELS[0];
+        }
+        for i in 1..q.len() {
+            if z < q[i] {
+                let (l0, l1) = (TAIL_LEVELS[i - 1], TAIL_LEVELS[i]);
+                let w = if q[i] > q[i - 1] {
+                    (z - q[i - 1]) / (q[i] - q[i - 1])
+                } else {
+                    1.0
+                };
+                return 1.0 - (l0 + w * (l1 - l0));
+            }
+        }
+        let k = q.len() - 1;
+        let (l0, l1) = (TAIL_LEVELS[k - 1], TAIL_LEVELS[k]);
+        let decay = (q[k] - q[k - 1]) / ((1.0 - l0) / (1.0 - l1)).ln();
+        if decay <= 0.0 {
+            return 0.0;
+        }
+        (1.0 - l1) * (-(z - q[k]) / decay).exp()
     }
 }
 
@@ -337,13 +481,13 @@ fn choose_layout(series: &Series, config: &ModelConfig, periods: Vec<usize>) -> 
     }
 }
 
-/// How much the series is moving at `t`: the geometric mean of the mean absolute
-/// change and the square root of the mean level over the last 12 steps. Change alone
-/// makes the band balloon after every spike; level alone ignores that a quiet series
-/// is predictable; demand that counts requests (Poisson-like) has a spread growing with
-/// the root of its level, which the second factor carries. Any constant factor cancels
-/// in the conformal quantiles, so the band does not depend on the unit of the series.
-fn local_change(y: &[f64], t: usize, floor: f64) -> f64 {
+/// How much the series is moving at `t`: the mean absolute change and the mean
+/// level over the last 12 steps. Change alone makes the band balloon after every
+/// spike; level alone ignores that a quiet series is predictable; demand that counts
+/// requests (Poisson-like) has a spread growing with the root of its level. How the
+/// two combine is the model's [`ScaleShape`]. Any constant factor cancels in the
+/// conformal quantiles, so the band does not depend on the unit of the series.
+fn window_stats(y: &[f64], t: usize) -> (f64, f64) {
     let from = t.saturating_sub(12);
     let k = t - from;
     let change = if k == 0 {
@@ -352,17 +496,69 @@ fn local_change(y: &[f64], t: usize, floor: f64) -> f64 {
         (from + 1..=t).map(|i| (y[i] - y[i - 1]).abs()).sum::<f64>() / k as f64
     };
     let level = (from..=t).map(|i| y[i].abs()).sum::<f64>() / (k + 1) as f64;
-    let raw = (change * level.sqrt()).sqrt();
-    raw.max(floor).max(1e-3 * level.powf(0.75)).max(1e-9)
+    (change, level)
 }
 
-/// A quarter of the mean local scale over the history (see [`Forecaster::scale_floor`]).
-fn scale_floor(y: &[f64]) -> f64 {
-    if y.len() < 2 {
-        return 0.0;
+fn local_scale(change: f64, level: f64, shape: ScaleShape, floor: f64) -> f64 {
+    let raw = change.powf(shape.change_pow) * level.powf(shape.level_pow);
+    let pow = shape.change_pow + shape.level_pow;
+    raw.max(floor).max(1e-3 * level.powf(pow)).max(1e-9)
+}
+
+/// [`window_stats`] at every point of a training series.
+struct LocalStats {
+    change: Vec<f64>,
+    level: Vec<f64>,
+}
+
+impl LocalStats {
+    fn of(y: &[f64]) -> Self {
+        let (change, level) = (0..y.len()).map(|t| window_stats(y, t)).unzip();
+        LocalStats { change, level }
     }
-    let sum: f64 = (1..y.len()).map(|t| local_change(y, t, 0.0)).sum();
-    0.25 * sum / (y.len() - 1) as f64
+
+    fn scale(&self, t: usize, shape: ScaleShape, floor: f64) -> f64 {
+        local_scale(self.change[t], self.level[t], shape, floor)
+    }
+
+    /// A quarter of the mean local scale over the history (see
+    /// [`Forecaster::scale_floor`]).
+    fn floor(&self, shape: ScaleShape) -> f64 {
+        let n = self.change.len();
+        if n < 2 {
+            return 0.0;
+        }
+        let sum: f64 = (1..n).map(|t| self.scale(t, shape, 0.0)).sum();
+        0.25 * sum / (n - 1) as f64
+    }
+}
+
+/// The shape under which the held-out errors of every step are most likely, taking
+/// each error as Laplace with a spread proportional to the local scale: the mean
+/// log-scale plus the log of the mean scaled error, which does not depend on the
+/// scale's unit. A likelihood uses every held-out error; the width of the tail
+/// quantile itself rests on a handful of points and would pick a different shape at
+/// every retrain.
+fn choose_shape(stats: &LocalStats, fits: &[StepFit]) -> ScaleShape {
+    let mut best = (f64::INFINITY, ScaleShape::default());
+    for shape in ScaleShape::candidates() {
+        let floor = stats.floor(shape);
+        let mut nll = 0.0;
+        for f in fits.iter().filter(|f| !f.held.is_empty()) {
+            let (mut abs, mut logs) = (0.0, 0.0);
+            for &(t, r) in &f.held {
+                let sc = stats.scale(t, shape, floor);
+                abs += r.abs() / sc;
+                logs += sc.ln();
+            }
+            let k = f.held.len() as f64;
+            nll += (abs / k).max(1e-300).ln() + logs / k;
+        }
+        if nll.is_finite() && nll < best.0 {
+            best = (nll, shape);
+        }
+    }
+    best.1
 }
 
 /// The seasonal-naive in-sample mean absolute error: MASE's denominator.
@@ -377,6 +573,21 @@ pub fn mase_scale(y: &[f64], period: usize) -> f64 {
     } else {
         1.0
     }
+}
+
+/// Scores' quantiles at [`TAIL_LEVELS`] (empty without scores). `scores` is sorted.
+fn tail_quantiles(sorted: &[f64]) -> Vec<f64> {
+    let n = sorted.len();
+    if n == 0 {
+        return Vec::new();
+    }
+    TAIL_LEVELS
+        .iter()
+        .map(|l| {
+            let rank = (((n + 1) as f64) * l).ceil() as usize;
+            sorted[rank.clamp(1, n) - 1]
+        })
+        .collect()
 }
 
 /// Finite-sample split-conformal bounds: the ⌈(n+1)(1−α/2)⌉-th order statistic and its
@@ -395,34 +606,23 @@ fn interval_quantiles(scores: &mut [f64], coverage: f64) -> (f64, f64) {
 struct Rows {
     x: Array2<f64>,
     y: Array1<f64>,
-    change: Vec<f64>,
 }
 
-fn build_rows(
-    series: &Series,
-    layout: &Layout,
-    h: usize,
-    from: usize,
-    to: usize,
-    floor: f64,
-) -> Rows {
+fn build_rows(series: &Series, layout: &Layout, h: usize, from: usize, to: usize) -> Rows {
     let width = layout.width();
     let count = to.saturating_sub(from);
     let mut flat = Vec::with_capacity(count * width);
     let mut y = Vec::with_capacity(count);
-    let mut change = Vec::with_capacity(count);
     let v = &series.values;
     for t in from..to {
         layout.row(series, t, h, &mut flat);
         y.push(v[t + h] - v[t]);
-        change.push(local_change(v, t, floor));
     }
     let x =
         Array2::from_shape_vec((count, width), flat).unwrap_or_else(|_| Array2::zeros((0, width)));
     Rows {
         x,
         y: Array1::from(y),
-        change,
     }
 }
 
@@ -507,13 +707,20 @@ fn ridge(rows: &Rows, penalty: f64) -> Result<Fitted, MlError> {
     })
 }
 
+/// One step's regression with its raw held-out errors, before the intervals are scaled.
+struct StepFit {
+    model: StepModel,
+    /// (origin index, actual − predicted) on the newest origins, by a fit that did not
+    /// see them.
+    held: Vec<(usize, f64)>,
+}
+
 fn fit_step(
     series: &Series,
     layout: &Layout,
     config: &ModelConfig,
     h: usize,
-    floor: f64,
-) -> Result<StepModel, MlError> {
+) -> Result<StepFit, MlError> {
     let n = series.len();
     let first = layout.first_origin(h);
     let last = n - h; // exclusive: origins whose target is known
@@ -526,25 +733,31 @@ fn fit_step(
     // h keeps a training target from overlapping the first held-out origin.
     let train_end = split.saturating_sub(h).max(from + 1);
     let early = ridge(
-        &build_rows(series, layout, h, from, train_end, floor),
+        &build_rows(series, layout, h, from, train_end),
         config.penalty,
     )?;
-    let held = build_rows(series, layout, h, split, last, floor);
-    let mut scores: Vec<f64> = (0..held.y.len())
-        .map(|i| (held.y[i] - early.predict_row(held.x.row(i))) / held.change[i])
+    let rows = build_rows(series, layout, h, split, last);
+    let held: Vec<(usize, f64)> = (0..rows.y.len())
+        .map(|i| (split + i, rows.y[i] - early.predict_row(rows.x.row(i))))
         .collect();
-    let (q_lo, q_hi) = interval_quantiles(&mut scores, config.coverage);
-    let full = ridge(
-        &build_rows(series, layout, h, from, last, floor),
-        config.penalty,
-    )?;
-    Ok(StepModel {
-        weights: full.weights,
-        intercept: full.intercept,
-        col_mean: full.col_mean,
-        col_scale: full.col_scale,
-        q_lo,
-        q_hi,
+    let k = held.len().max(1) as f64;
+    let held_mae = held.iter().map(|(_, r)| r.abs()).sum::<f64>() / k;
+    // The target is the change over h steps, so "no change" errs by all of it.
+    let held_naive_mae = rows.y.iter().map(|d| d.abs()).sum::<f64>() / k;
+    let full = ridge(&build_rows(series, layout, h, from, last), config.penalty)?;
+    Ok(StepFit {
+        model: StepModel {
+            weights: full.weights,
+            intercept: full.intercept,
+            col_mean: full.col_mean,
+            col_scale: full.col_scale,
+            q_lo: 0.0,
+            q_hi: 0.0,
+            tail: Vec::new(),
+            held_mae,
+            held_naive_mae,
+        },
+        held,
     })
 }
 
@@ -552,14 +765,19 @@ fn fit_step(
 mod tests {
     use super::*;
 
+    /// Deterministic noise in [-0.5, 0.5) (a 64-bit LCG), so the tests need no RNG crate.
+    fn uniform(state: &mut u64) -> f64 {
+        *state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (*state >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+    }
+
     fn seasonal(n: usize, noise: f64, seed: u64) -> Series {
         let mut rng = seed;
         let values = (0..n)
             .map(|i| {
-                rng = rng
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                let u = (rng >> 11) as f64 / (1u64 << 53) as f64 - 0.5;
+                let u = uniform(&mut rng);
                 let day = (i % 288) as f64 / 288.0;
                 100.0 + 40.0 * (2.0 * std::f64::consts::PI * day).sin() + noise * u
             })
@@ -614,6 +832,92 @@ mod tests {
             back.predict(&series).unwrap(),
             model.predict(&series).unwrap()
         );
+    }
+
+    #[test]
+    fn exceedance_is_calibrated_and_falls_with_the_level() {
+        let series = seasonal(288 * 10, 30.0, 21);
+        let train = series.up_to(288 * 7);
+        let cfg = ModelConfig {
+            horizon: 2,
+            ..ModelConfig::default()
+        };
+        let model = Forecaster::fit(&train, &cfg).unwrap();
+        let (mut above, mut total) = (0, 0);
+        for origin in 288 * 7..288 * 10 - 2 {
+            let f = model.predict(&series.up_to(origin)).unwrap();
+            // Falls as the level rises, from 1 far below the forecast to 0 far above.
+            let probs: Vec<f64> = (-40..=40)
+                .map(|d| model.exceedance(&f, 1, f.yhat[1] + f64::from(d)))
+                .collect();
+            assert!(probs.windows(2).all(|w| w[1] <= w[0] + 1e-12), "{probs:?}");
+            assert!(probs[0] > 0.85 && probs[80] < 0.01, "{probs:?}");
+            // The level it prices at 10% should be passed about 10% of the time.
+            let mut x = f.yhat[1];
+            while model.exceedance(&f, 1, x) > 0.1 {
+                x += 0.05;
+            }
+            above += usize::from(series.values[origin + 2] > x);
+            total += 1;
+        }
+        let rate = above as f64 / total as f64;
+        assert!((0.05..=0.16).contains(&rate), "{rate}");
+    }
+
+    #[test]
+    fn models_saved_without_the_tail_price_from_the_interval() {
+        let series = seasonal(288 * 4, 5.0, 11);
+        let model = Forecaster::fit(&series, &ModelConfig::default()).unwrap();
+        let mut json = serde_json::to_value(&model).unwrap();
+        for step in json["steps"].as_array_mut().unwrap() {
+            step.as_object_mut().unwrap().remove("tail");
+        }
+        json.as_object_mut().unwrap().remove("scale_shape");
+        let old: Forecaster = serde_json::from_value(json).unwrap();
+        assert_eq!(old.scale_shape, ScaleShape::default());
+        let f = old.predict(&series).unwrap();
+        assert_eq!(old.exceedance(&f, 0, f.hi[0] - 0.01), 1.0);
+        assert_eq!(old.exceedance(&f, 0, f.hi[0] + 0.01), 0.0);
+    }
+
+    #[test]
+    fn the_band_scales_with_what_the_noise_follows() {
+        // Noise proportional to a level swinging 20-fold over the day: the chosen
+        // scale leans on the level, and the band is tight at night.
+        let mut rng = 3u64;
+        let values: Vec<f64> = (0..288 * 8)
+            .map(|i| {
+                let u = uniform(&mut rng);
+                let x = (i % 288) as f64 / 288.0;
+                let level = 50.0 + 950.0 * (0.5 - 0.5 * (2.0 * std::f64::consts::PI * x).cos());
+                level * (1.0 + 0.3 * u)
+            })
+            .collect();
+        let series = Series::new(0, 300_000, values);
+        let model = Forecaster::fit(&series, &ModelConfig::default()).unwrap();
+        assert!(
+            model.scale_shape.level_pow >= 0.5,
+            "{:?}",
+            model.scale_shape
+        );
+        let night = model.predict(&series.up_to(288 * 7)).unwrap();
+        let noon = model.predict(&series.up_to(288 * 7 + 144)).unwrap();
+        let width = |f: &Forecast| f.hi[0] - f.lo[0];
+        assert!(
+            width(&noon) > 5.0 * width(&night),
+            "{} {}",
+            width(&noon),
+            width(&night)
+        );
+    }
+
+    #[test]
+    fn held_out_mase_says_whether_there_is_anything_to_learn() {
+        let cycle = Forecaster::fit(&seasonal(288 * 6, 5.0, 2), &ModelConfig::default()).unwrap();
+        let m = cycle.held_out_mase(2).unwrap();
+        assert!(m < 0.8, "{m}");
+        let short = Forecaster::fit(&seasonal(40, 1.0, 3), &ModelConfig::default()).unwrap();
+        assert_eq!(short.held_out_mase(2), None);
     }
 
     #[test]

@@ -29,10 +29,17 @@ pub struct AutoForecastConfig {
     pub retrain: PromDuration,
     /// How much history a fit uses at most.
     pub history: PromDuration,
-    /// Central coverage of the interval whose upper bound sets the floor (default
-    /// 0.95: the floor covers the 97.5% quantile of demand over the lead window,
-    /// the setting of the README's replay table).
+    /// Central coverage of the forecast band shown in the API and the dashboard
+    /// (default 0.95). Decisions price the whole error distribution instead (see
+    /// `shortage_cost`).
     pub coverage: f64,
+    /// What one interval of running short is worth, in intervals of the average fleet
+    /// the demand needs (default 17, the setting of the README's replay table). Each
+    /// predictive decision takes the replica count that minimises replicas + this ×
+    /// average fleet × the forecast's probability that demand outgrows them before
+    /// the next replica could be serving. Higher buys fewer short intervals with more
+    /// replicas.
+    pub shortage_cost: f64,
     /// Fall back to reactive while the rolling MASE of recent forecasts over the lead
     /// window, scaled by the error of "demand stays where it is" on the same outcomes
     /// (the reactive assumption), is above this.
@@ -49,6 +56,7 @@ impl Default for AutoForecastConfig {
             retrain: PromDuration::from_secs(6 * 3600),
             history: PromDuration::from_secs(35 * 86400),
             coverage: 0.95,
+            shortage_cost: 17.0,
             max_mase: 1.0,
             accuracy_window: PromDuration::from_secs(86400),
         }
@@ -162,6 +170,12 @@ impl AutoscaleConfig {
         if !(f.coverage > 0.0 && f.coverage < 1.0) {
             err("forecast.coverage", "must be between 0 and 1".into());
         }
+        if !(f.shortage_cost > 0.0 && f.shortage_cost.is_finite()) {
+            err(
+                "forecast.shortage_cost",
+                "must be a number greater than 0".into(),
+            );
+        }
         if f.retrain.0.is_zero() {
             err("forecast.retrain", "must be greater than 0".into());
         }
@@ -203,6 +217,7 @@ impl AutoscaleConfig {
             retrain_ms: self.forecast.retrain.as_millis(),
             history_ms: self.forecast.history.as_millis(),
             coverage: self.forecast.coverage,
+            shortage_cost: self.forecast.shortage_cost,
             max_mase: self.forecast.max_mase,
             accuracy_window_ms: self.forecast.accuracy_window.as_millis(),
             predictive: self.forecast.enabled,
