@@ -34,17 +34,23 @@ pub struct AutoForecastConfig {
     /// `shortage_cost`).
     pub coverage: f64,
     /// What one interval of running short is worth, in intervals of the average fleet
-    /// the demand needs (default 17, the setting of the README's replay table). Each
+    /// the demand needs (default 16, the setting of the README's replay table). Each
     /// predictive decision takes the replica count that minimises replicas + this ×
     /// average fleet × the forecast's probability that demand outgrows them before
     /// the next replica could be serving. Higher buys fewer short intervals with more
     /// replicas.
     pub shortage_cost: f64,
-    /// Fall back to reactive while the rolling MASE of recent forecasts over the lead
-    /// window, scaled by the error of "demand stays where it is" on the same outcomes
-    /// (the reactive assumption), is above this.
+    /// Until the side-by-side record below exists, fall back to reactive while the
+    /// MASE of the forecasts over the lead window, scaled by the error of "demand
+    /// stays where it is" on the same outcomes (the reactive assumption), is above
+    /// this: the live MASE once forecasts have been scored, before that the one
+    /// measured on the origins held out at fit time.
     pub max_mase: f64,
-    /// How far back the rolling MASE looks.
+    /// How far back the rolling MASE and the side-by-side record look. The record
+    /// replays both rules on the live demand, each with its own stabilization and its
+    /// own replicas still starting; once it holds enough cycles, the autoscaler
+    /// follows the forecast only while that would have cost no more than reactive
+    /// scaling, in replicas plus `shortage_cost` for every interval found short.
     pub accuracy_window: PromDuration,
 }
 
@@ -56,7 +62,7 @@ impl Default for AutoForecastConfig {
             retrain: PromDuration::from_secs(6 * 3600),
             history: PromDuration::from_secs(35 * 86400),
             coverage: 0.95,
-            shortage_cost: 17.0,
+            shortage_cost: 16.0,
             max_mase: 1.0,
             accuracy_window: PromDuration::from_secs(86400),
         }

@@ -8,9 +8,15 @@
 //! Each cycle:
 //! - **reactive need**: `ceil(demand_now / (capacity_per_replica × target_utilization))`,
 //!   Kubernetes HPA's formula, with its tolerance. This is the decision while there is
-//!   no model, too little history, or the model's accuracy is poor: the rolling MASE
-//!   against "no change" once forecasts have been scored, and before that the MASE
-//!   measured on the origins held out at fit time.
+//!   no model or too little history, and whenever the forecast has not earned its
+//!   keep: once both rules have been replayed side by side on the live demand for
+//!   long enough (see `Shadow`), when following the forecast would have cost more
+//!   than reacting, in replicas plus the shortage cost of every interval found short;
+//!   until then, when the MASE against "no change" is above `max_mase` (live once
+//!   forecasts have been scored, before that as measured on the origins held out at
+//!   fit time). Point accuracy is the wrong test once the cost is known: a bursty
+//!   series whose forecasts are no better than "no change" still gains from a
+//!   headroom sized by its error distribution instead of HPA's fixed 30%.
 //! - **predictive need** otherwise: the replica count `r`, never below what the
 //!   demand needs now at full capacity, that minimises
 //!   `r + shortage_cost × typical fleet × P(demand outgrows r before a replica asked
@@ -104,6 +110,20 @@ pub struct Policy {
     /// Mean replicas the training history's demand needed at full capacity: the unit
     /// `shortage_cost` is counted in.
     typical: f64,
+    shadow: Shadow,
+}
+
+/// Both rules replayed side by side on the live demand, each with its own
+/// stabilization and its own replicas in flight, as if each alone had been scaling.
+#[derive(Default)]
+struct Shadow {
+    /// (when, reactive desired, predictive desired).
+    desired: VecDeque<(i64, u32, u32)>,
+    /// (when, reactive recommendation, predictive recommendation).
+    recs: VecDeque<(i64, u32, u32)>,
+    /// (when, predictive cost, reactive cost, whether a forecast was made): replicas
+    /// asked plus the shortage cost when the replicas ready fell short of demand.
+    costs: VecDeque<(i64, f64, f64, bool)>,
 }
 
 impl Policy {
@@ -119,6 +139,7 @@ impl Policy {
             errors: VecDeque::new(),
             last_forecast: None,
             typical: 1.0,
+            shadow: Shadow::default(),
         }
     }
 
@@ -226,6 +247,7 @@ impl Policy {
         }
 
         let (mut predictive, mut upper, mut mode) = (None, None, Mode::Predictive);
+        let mut shadowed = false;
         self.last_forecast = None;
         match self.model.as_ref() {
             _ if !self.s.predictive => mode = Mode::Reactive("predictive scaling is off".into()),
@@ -254,22 +276,33 @@ impl Policy {
                         yhat: f.yhat[..k].to_vec(),
                         naive,
                     });
-                    match mase {
-                        Some(v) if v > self.s.max_mase => {
+                    let need = self.cheapest(m, &f, k, demand);
+                    let ratio = self.shadow_step(now_ms, demand, Some(need));
+                    shadowed = true;
+                    match (ratio, mase) {
+                        (Some(r), _) if r > 1.0 => {
+                            mode = Mode::Reactive(format!(
+                                "replayed over the last {}, following the forecast would have cost {r:.2}x what reactive scaling did",
+                                crate::config::PromDuration(std::time::Duration::from_millis(self.s.accuracy_window_ms.max(0) as u64))
+                            ))
+                        }
+                        (Some(_), _) => predictive = Some(need),
+                        (_, Some(v)) if v > self.s.max_mase => {
                             mode = Mode::Reactive(format!(
                                 "recent forecasts too inaccurate (MASE {v:.2} > {:.2})",
                                 self.s.max_mase
                             ))
                         }
-                        _ => {
-                            predictive = Some(self.cheapest(m, &f, k, demand));
-                        }
+                        _ => predictive = Some(need),
                     }
                     self.last_forecast = Some(f);
                 }
             },
         }
 
+        if !shadowed && self.s.predictive {
+            self.shadow_step(now_ms, demand, None);
+        }
         let raw = match (&mode, predictive) {
             (Mode::Predictive, Some(p)) => p,
             _ => reactive,
@@ -361,6 +394,82 @@ impl Policy {
         best.1
     }
 
+    /// Advances both shadow rules by one cycle and returns what the predictive one
+    /// cost over the accuracy window relative to the reactive one, once a day's worth
+    /// (or at least 12 cycles) is on record.
+    fn shadow_step(&mut self, now_ms: i64, demand: f64, need: Option<u32>) -> Option<f64> {
+        let s = &self.s;
+        let cap = s.capacity_per_replica;
+        let sh = &mut self.shadow;
+        let now_running = self.current.unwrap_or(s.min);
+        let (prev_r, prev_p) = sh
+            .desired
+            .back()
+            .map_or((now_running, now_running), |d| (d.1, d.2));
+        let mut rec_r = (demand / (cap * s.target_utilization)).ceil() as u32;
+        if prev_r > 0 {
+            let ratio = demand / (f64::from(prev_r) * cap * s.target_utilization);
+            if (ratio - 1.0).abs() <= s.tolerance {
+                rec_r = prev_r;
+            }
+        }
+        let rec_r = rec_r.clamp(s.min, s.max);
+        let rec_p = need.unwrap_or(rec_r).clamp(s.min, s.max);
+        sh.recs.push_back((now_ms, rec_r, rec_p));
+        while sh
+            .recs
+            .front()
+            .is_some_and(|r| r.0 < now_ms - s.stabilization_ms)
+        {
+            sh.recs.pop_front();
+        }
+        let held = |want: u32, prev: u32, pick: fn(&(i64, u32, u32)) -> u32| {
+            if want < prev {
+                sh.recs.iter().map(pick).max().unwrap_or(want).min(prev)
+            } else {
+                want
+            }
+        };
+        let d_r = held(rec_r, prev_r, |r| r.1);
+        let d_p = held(rec_p, prev_p, |r| r.2);
+        sh.desired.push_back((now_ms, d_r, d_p));
+        let reach = s.lead_time_ms + s.interval_ms;
+        while sh.desired.front().is_some_and(|d| d.0 <= now_ms - reach) {
+            sh.desired.pop_front();
+        }
+        let ready_r = sh.desired.iter().map(|d| d.1).min().unwrap_or(d_r);
+        let ready_p = sh.desired.iter().map(|d| d.2).min().unwrap_or(d_p);
+        let lambda = s.shortage_cost * self.typical;
+        let cost = |asked: u32, ready: u32| {
+            f64::from(asked)
+                + if demand > f64::from(ready) * cap {
+                    lambda
+                } else {
+                    0.0
+                }
+        };
+        sh.costs.push_back((
+            now_ms,
+            cost(d_p, ready_p),
+            cost(d_r, ready_r),
+            need.is_some(),
+        ));
+        while sh
+            .costs
+            .front()
+            .is_some_and(|c| c.0 < now_ms - s.accuracy_window_ms)
+        {
+            sh.costs.pop_front();
+        }
+        let forecasts = sh.costs.iter().filter(|c| c.3).count() as i64;
+        if forecasts < 12 || forecasts * s.interval_ms < 2 * reach {
+            return None;
+        }
+        let p: f64 = sh.costs.iter().map(|c| c.1).sum();
+        let r: f64 = sh.costs.iter().map(|c| c.2).sum();
+        (r > 0.0).then(|| p / r)
+    }
+
     /// Scores kept forecasts whose steps have now happened.
     fn score(&mut self, now_ms: i64, history: &Series) {
         while let Some(p) = self.pending.front() {
@@ -431,7 +540,7 @@ mod tests {
             retrain_ms: 6 * 3_600_000,
             history_ms: 35 * 86_400_000,
             coverage: 0.9,
-            shortage_cost: 17.0,
+            shortage_cost: 16.0,
             max_mase: 1.0,
             accuracy_window_ms: 86_400_000,
             predictive: true,
@@ -568,6 +677,41 @@ mod tests {
         // Priced at 100 fleets, running short is rare (the noise is ±20 around the
         // cycle, so no count short of the top of it is safe).
         assert!(dear_short < 15, "{dear_short} of 576");
+    }
+
+    #[test]
+    fn side_by_side_record_prefers_whichever_rule_was_cheaper() {
+        // Demand jumping between 50 and 150 every three cycles: reacting is short for
+        // the two cycles a replica takes to start after each jump; asking ahead is not.
+        let demand = |i: i64| -> f64 {
+            if (i / 3) % 2 == 0 {
+                50.0
+            } else {
+                150.0
+            }
+        };
+        let mut p = Policy::new(settings());
+        let mut ratio = None;
+        for i in 0..48 {
+            let ahead = ((demand(i + 1).max(demand(i + 2))) / 10.0).ceil() as u32;
+            ratio = p.shadow_step(i * 300_000, demand(i), Some(ahead));
+            if i < 11 {
+                assert_eq!(ratio, None, "no verdict on {} cycles", i + 1);
+            }
+        }
+        assert!(ratio.is_some_and(|r| r < 1.0), "{ratio:?}");
+        // Flat demand: asking for twice what is needed only costs.
+        let mut p = Policy::new(settings());
+        for i in 0..48 {
+            ratio = p.shadow_step(i * 300_000, 100.0, Some(20));
+        }
+        assert!(ratio.is_some_and(|r| r > 1.0), "{ratio:?}");
+        // Cycles without a forecast do not count towards a verdict.
+        let mut p = Policy::new(settings());
+        for i in 0..48 {
+            ratio = p.shadow_step(i * 300_000, 100.0, None);
+        }
+        assert_eq!(ratio, None);
     }
 
     #[test]
