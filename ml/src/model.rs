@@ -179,12 +179,13 @@ impl ScaleShape {
     /// The grid tried at fit time (the default first, so it wins ties).
     fn candidates() -> impl Iterator<Item = ScaleShape> {
         const POWS: [f64; 5] = [0.0, 0.25, 0.5, 0.75, 1.0];
-        std::iter::once(ScaleShape::default()).chain(POWS.iter().flat_map(|&c| {
+        let grid = POWS.iter().flat_map(|&c| {
             POWS.iter().map(move |&l| ScaleShape {
                 change_pow: c,
                 level_pow: l,
             })
-        }))
+        });
+        std::iter::once(ScaleShape::default()).chain(grid.filter(|s| *s != ScaleShape::default()))
     }
 }
 

@@ -234,17 +234,7 @@ impl Policy {
             .or_else(|| self.model.as_ref().and_then(|m| m.held_out_mase(k)));
         let current = self.current.unwrap_or(self.s.min);
 
-        let cap = self.s.capacity_per_replica;
-        let mut reactive = (demand / (cap * self.s.target_utilization)).ceil() as u32;
-        // HPA's tolerance: no move for a ratio within ±tolerance of the target.
-        if let Some(cur) = self.current {
-            if cur > 0 {
-                let ratio = demand / (f64::from(cur) * cap * self.s.target_utilization);
-                if (ratio - 1.0).abs() <= self.s.tolerance {
-                    reactive = cur;
-                }
-            }
-        }
+        let reactive = hpa_need(&self.s, demand, self.current);
 
         let (mut predictive, mut upper, mut mode) = (None, None, Mode::Predictive);
         let mut shadowed = false;
@@ -406,14 +396,7 @@ impl Policy {
             .desired
             .back()
             .map_or((now_running, now_running), |d| (d.1, d.2));
-        let mut rec_r = (demand / (cap * s.target_utilization)).ceil() as u32;
-        if prev_r > 0 {
-            let ratio = demand / (f64::from(prev_r) * cap * s.target_utilization);
-            if (ratio - 1.0).abs() <= s.tolerance {
-                rec_r = prev_r;
-            }
-        }
-        let rec_r = rec_r.clamp(s.min, s.max);
+        let rec_r = hpa_need(s, demand, Some(prev_r)).clamp(s.min, s.max);
         let rec_p = need.unwrap_or(rec_r).clamp(s.min, s.max);
         sh.recs.push_back((now_ms, rec_r, rec_p));
         while sh
@@ -510,6 +493,20 @@ impl Policy {
         } else {
             0.0
         })
+    }
+}
+
+/// Kubernetes HPA's recommendation: `ceil(demand / (capacity × target))`, or no move
+/// while the utilization of what runs is within ±tolerance of the target.
+fn hpa_need(s: &PolicySettings, demand: f64, current: Option<u32>) -> u32 {
+    let per_replica = s.capacity_per_replica * s.target_utilization;
+    match current {
+        Some(cur)
+            if cur > 0 && (demand / (f64::from(cur) * per_replica) - 1.0).abs() <= s.tolerance =>
+        {
+            cur
+        }
+        _ => (demand / per_replica).ceil() as u32,
     }
 }
 
