@@ -125,6 +125,62 @@ async fn gpu_series_from_the_fake_nvml_library() {
     assert_eq!(v.first().map(|x| x.1), Some(1.0));
 }
 
+/// MIG: each GPU instance gets the readings NVML answers on its handle, with
+/// `GPU_I_ID` and `GPU_I_PROFILE`; board-wide readings stay on the parent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gpu_mig_instances() {
+    let dir = temp_dir();
+    let lib = build_fake_nvml(dir.path());
+    let h = Homeostat::start_with_env(&gpu_config(&lib, "900ms"), &[("FAKE_NVML_MODE", "mig")]).await;
+    h.wait_target("gpu", "localhost", "up", T).await;
+    for (expr, want) in [
+        (
+            r#"DCGM_FI_DEV_FB_USED{gpu="0",GPU_I_ID="1",GPU_I_PROFILE="3g.40gb",modelName="NVIDIA H100 80GB HBM3"}"#,
+            30720.0,
+        ),
+        (r#"DCGM_FI_DEV_FB_FREE{gpu="0",GPU_I_ID="2"}"#, 39168.0),
+        (r#"DCGM_FI_DEV_FB_TOTAL{gpu="0",GPU_I_ID="2"}"#, 40192.0),
+        (r#"DCGM_FI_DEV_GPU_UTIL{gpu="0",GPU_I_ID="1"}"#, 60.0),
+        (r#"DCGM_FI_DEV_MEM_COPY_UTIL{gpu="0",GPU_I_ID="1"}"#, 25.0),
+        // The whole board, without instance labels.
+        (r#"DCGM_FI_DEV_FB_USED{gpu="0",GPU_I_ID=""}"#, 61440.0),
+        (r#"DCGM_FI_DEV_POWER_USAGE{gpu="0",GPU_I_ID=""}"#, 312.5),
+        (
+            r#"homeostat_gpu_process_used_memory_bytes{gpu="0",GPU_I_ID="1",pid="4242"}"#,
+            32212254720.0,
+        ),
+        (
+            r#"homeostat_gpu_process_used_memory_bytes{gpu="0",GPU_I_ID="2",pid="4343"}"#,
+            536870912.0,
+        ),
+    ] {
+        let v = h.wait_value(expr, T).await;
+        assert_eq!(v, Some(want), "{expr}\nlog:\n{}", h.process.log());
+    }
+    // Utilization where NVML does not report it (instance 2, and the
+    // MIG-enabled board itself), and board-wide readings per instance: absent.
+    for absent in [
+        r#"DCGM_FI_DEV_GPU_UTIL{gpu="0",GPU_I_ID="2"}"#,
+        r#"DCGM_FI_DEV_GPU_UTIL{gpu="0",GPU_I_ID=""}"#,
+        r#"DCGM_FI_DEV_GPU_TEMP{GPU_I_ID!=""}"#,
+        r#"DCGM_FI_DEV_POWER_USAGE{GPU_I_ID!=""}"#,
+    ] {
+        assert!(h.query(absent).await.is_empty(), "{absent} should be absent");
+    }
+    // Two instances on GPU 0, none on GPU 1.
+    assert_eq!(
+        h.wait_value(r#"count(DCGM_FI_DEV_FB_USED{GPU_I_ID!=""})"#, T)
+            .await,
+        Some(2.0)
+    );
+    let tg = h.wait_target("gpu", "localhost", "up", T).await;
+    let err = tg["lastError"].as_str().unwrap_or_default();
+    assert!(
+        !err.contains("mig") && !err.contains("utilization"),
+        "what a MIG handle cannot report is not an error: {err:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gpu_failures_are_up_0_with_a_reason_and_the_daemon_runs_on() {
     let dir = temp_dir();
@@ -143,6 +199,41 @@ async fn gpu_failures_are_up_0_with_a_reason_and_the_daemon_runs_on() {
             .contains("driver is not loaded"),
         "{tg}"
     );
+    // The device files are not ours to open.
+    let denied = Homeostat::start_with_env(
+        &gpu_config(&lib, "900ms"),
+        &[("FAKE_NVML_MODE", "no_permission")],
+    )
+    .await;
+    let tg = denied.wait_target("gpu", "localhost", "down", T).await;
+    assert!(
+        tg["lastError"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no permission to talk to the NVIDIA driver"),
+        "{tg}"
+    );
+    drop(denied);
+    // One GPU falls off the bus: the other is still read, the target stays
+    // up, and the lost GPU is named once in the reason.
+    let lost = Homeostat::start_with_env(
+        &gpu_config(&lib, "900ms"),
+        &[("FAKE_NVML_MODE", "gpu1_lost")],
+    )
+    .await;
+    assert_eq!(
+        lost.wait_value(r#"DCGM_FI_DEV_GPU_UTIL{gpu="0"}"#, T).await,
+        Some(87.0)
+    );
+    let tg = lost.wait_target("gpu", "localhost", "up", T).await;
+    let err = tg["lastError"].as_str().unwrap_or_default();
+    assert!(
+        err.contains("gpu 1:") && err.contains("fell off the bus"),
+        "{err:?}"
+    );
+    assert_eq!(err.matches("gpu 1:").count(), 1, "one line per lost GPU: {err:?}");
+    assert!(lost.query(r#"DCGM_FI_DEV_GPU_UTIL{gpu="1"}"#).await.is_empty());
+    drop(lost);
     // No driver at all.
     let none = Homeostat::start(&gpu_config(
         &dir.path().join("missing/libnvidia-ml.so.1"),

@@ -14,7 +14,8 @@
 //! Labels of every per-device series, in this order: `gpu` (the NVML index),
 //! `UUID`, `modelName`, `pci_bus_id` (NVML's `busId`, e.g.
 //! `00000000:17:00.0`). Some series add one more label (`reason`, `xid`,
-//! `pid`, `GPU_I_ID`). `homeostat_gpu_info` has no device labels.
+//! `pid`, `GPU_I_ID`, `GPU_I_PROFILE`). `homeostat_gpu_info` has no device
+//! labels.
 //!
 //! Errors, per field: [`NvmlError::NotSupported`], [`NvmlError::FunctionNotFound`]
 //! and [`NvmlError::FailedToLoadSymbol`] (an older driver without that entry
@@ -30,9 +31,15 @@
 //! argument rather than the tracker producing samples on its own.
 //!
 //! MIG: when a GPU's current MIG mode is enabled, each populated MIG device
-//! adds `DCGM_FI_DEV_FB_{USED,FREE,RESERVED,TOTAL}` with the parent's labels
-//! plus `GPU_I_ID`. dcgm-exporter's `GPU_I_PROFILE` label (e.g. `3g.40gb`) is
-//! not produced: nvml-wrapper 0.13 exposes no GPU-instance profile name.
+//! adds the per-instance readings NVML answers on a MIG handle — framebuffer
+//! (`DCGM_FI_DEV_FB_*`) and, where the driver reports it, utilization — with
+//! the parent's labels plus `GPU_I_ID` and `GPU_I_PROFILE` (`3g.40gb`, the
+//! suffix NVML puts after `MIG` in the MIG device's name), as dcgm-exporter
+//! labels MIG series. Processes are labelled with the GPU instance NVML
+//! reports for them. Properties of the whole board (temperature, power,
+//! clocks, fans, PCIe, ECC, throttling, energy, retired pages) stay on the
+//! parent's series only, so `sum(DCGM_FI_DEV_POWER_USAGE)` counts a board
+//! once.
 
 use std::collections::BTreeMap;
 use std::os::raw::c_uint;
@@ -91,8 +98,9 @@ use metric::*;
 
 /// What each metric is made of: (metric name, unit, NVML call), one row per
 /// name. Per-device series come first, in the order [`read_all`] emits them.
-/// MIG devices reuse the `DCGM_FI_DEV_FB_*` rows, read from the MIG handle
-/// (`nvmlDeviceGetMigDeviceHandleByIndex`, `nvmlDeviceGetGpuInstanceId`).
+/// MIG devices reuse the `DCGM_FI_DEV_FB_*` and utilization rows, read from
+/// the MIG handle (`nvmlDeviceGetMigDeviceHandleByIndex`,
+/// `nvmlDeviceGetGpuInstanceId`, `nvmlDeviceGetName` for the profile).
 #[rustfmt::skip]
 pub const MAPPING: &[(&str, &str, &str)] = &[
     (GPU_UTIL, "%", "nvmlDeviceGetUtilizationRates .gpu"),
@@ -424,25 +432,39 @@ fn read_device(
     }
 }
 
-/// Compute and graphics processes, one series per pid. A process with both
-/// contexts is listed by both calls with the same figure: kept once (max).
-/// Processes whose memory NVML cannot attribute (`Unavailable`) are left out.
+/// Compute and graphics processes, one series per pid (and GPU instance, on
+/// a MIG-enabled GPU, where NVML says which instance a process runs in). A
+/// process with both contexts is listed by both calls with the same figure:
+/// kept once (max). Processes whose memory NVML cannot attribute
+/// (`Unavailable`) are left out.
 fn read_processes(r: &mut DeviceReader<'_>, device: &Device<'_>) {
-    let mut by_pid: BTreeMap<u32, u64> = BTreeMap::new();
+    let mut by_pid: BTreeMap<(u32, Option<u32>), u64> = BTreeMap::new();
     let compute = r.get("compute processes", || device.running_compute_processes());
     let graphics = r.get("graphics processes", || device.running_graphics_processes());
     for p in compute.into_iter().chain(graphics).flatten() {
         if let UsedGpuMemory::Used(bytes) = p.used_gpu_memory {
-            let slot = by_pid.entry(p.pid).or_insert(0);
+            let slot = by_pid.entry((p.pid, p.gpu_instance_id)).or_insert(0);
             *slot = (*slot).max(bytes);
         }
     }
-    for (pid, bytes) in by_pid {
-        r.push_with(PROCESS_MEMORY, vec![("pid", pid.to_string())], bytes as f64);
+    for ((pid, gi), bytes) in by_pid {
+        let mut labels = vec![("pid", pid.to_string())];
+        if let Some(gi) = gi {
+            labels.push(("GPU_I_ID", gi.to_string()));
+        }
+        r.push_with(PROCESS_MEMORY, labels, bytes as f64);
     }
 }
 
-/// Framebuffer series for each populated MIG device of a MIG-enabled GPU.
+/// The MIG profile in a MIG device's NVML name (`NVIDIA A100-SXM4-40GB MIG
+/// 3g.20gb` → `3g.20gb`); empty when the name carries none.
+fn mig_profile(name: &str) -> &str {
+    name.rsplit_once(" MIG ")
+        .map(|(_, profile)| profile.trim())
+        .unwrap_or("")
+}
+
+/// Per-instance series for each populated MIG device of a MIG-enabled GPU.
 /// An empty slot answers `NotFound` and is skipped silently; a MIG device
 /// whose GPU instance id cannot be read is skipped (its series would collide
 /// with the parent's).
@@ -463,15 +485,27 @@ fn read_mig(r: &mut DeviceReader<'_>, nvml: &Nvml, device: &Device<'_>) {
         }) else {
             continue;
         };
+        let name = r
+            .get(&format!("mig device {i}: name"), || mig.name())
+            .unwrap_or_default();
+        let labels = vec![
+            ("GPU_I_ID", gi.to_string()),
+            ("GPU_I_PROFILE", mig_profile(&name).to_string()),
+        ];
+        if let Some(u) = r.get(&format!("mig device {i}: utilization"), || {
+            mig.utilization_rates()
+        }) {
+            r.push_with(GPU_UTIL, labels.clone(), u.gpu.into());
+            r.push_with(MEM_COPY_UTIL, labels.clone(), u.memory.into());
+        }
         if let Some(m) = r.get(&format!("mig device {i}: memory"), || mig.memory_info()) {
-            let gi = gi.to_string();
             for (name, v) in [
                 (FB_USED, m.used),
                 (FB_FREE, m.free),
                 (FB_RESERVED, m.reserved),
                 (FB_TOTAL, m.total),
             ] {
-                r.push_with(name, vec![("GPU_I_ID", gi.clone())], mib(v));
+                r.push_with(name, labels.clone(), mib(v));
             }
         }
     }
@@ -619,5 +653,29 @@ fn register<'nvml>(nvml: &'nvml Nvml, gpu: u32, warnings: &mut Vec<String>) -> W
             warnings.push(format!("gpu {gpu}: xid events: {}{source}", e.error));
             Watch::Pending
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mig_profile_is_the_suffix_after_mig() {
+        assert_eq!(mig_profile("NVIDIA A100-SXM4-40GB MIG 3g.20gb"), "3g.20gb");
+        assert_eq!(
+            mig_profile("NVIDIA H100 80GB HBM3 MIG 1g.10gb+me"),
+            "1g.10gb+me"
+        );
+        assert_eq!(mig_profile("NVIDIA H100 80GB HBM3"), "");
+    }
+
+    #[test]
+    fn every_metric_has_one_mapping_row() {
+        let mut names: Vec<&str> = MAPPING.iter().map(|(n, _, _)| *n).collect();
+        let n = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), n, "a metric is listed twice in MAPPING");
     }
 }

@@ -20,6 +20,8 @@
  * FAKE_NVML_MODE (read by nvmlInit_v2):
  *   unset or ""   the values below
  *   "init_fail"   nvmlInit_v2 returns NVML_ERROR_DRIVER_NOT_LOADED (9)
+ *   "no_permission" nvmlInit_v2 returns NVML_ERROR_NO_PERMISSION (4), as when
+ *                 /dev/nvidia* is not accessible to the user
  *   "hang"        nvmlDeviceGetUtilizationRates sleeps 10 s (every device),
  *                 then returns the normal values — for timeout tests
  *   "mig"         GPU 0 has MIG enabled with two MIG devices (see below)
@@ -81,14 +83,21 @@
  *   nvmlDeviceGetMaxMigDeviceCount        7
  *   nvmlDeviceGetMigDeviceHandleByIndex   0 and 1 -> MIG handles; 2..6 ->
  *                                         NOT_FOUND; >= 7 -> INVALID_ARGUMENT
- *   MIG 0: GPU instance id 1, memory total 40192 MiB, reserved 0,
- *          used 30720 MiB, free 9472 MiB
- *   MIG 1: GPU instance id 2, memory total 40192 MiB, reserved 0,
- *          used 1024 MiB, free 39168 MiB
+ *   MIG 0: GPU instance id 1, name "NVIDIA H100 80GB HBM3 MIG 3g.40gb",
+ *          memory total 40192 MiB, reserved 0, used 30720 MiB,
+ *          free 9472 MiB, utilization gpu / memory 60 / 25 (%)
+ *   MIG 1: GPU instance id 2, name "NVIDIA H100 80GB HBM3 MIG 3g.40gb",
+ *          memory total 40192 MiB, reserved 0, used 1024 MiB,
+ *          free 39168 MiB, utilization NOT_SUPPORTED
+ *   GPU 0 itself: utilization NOT_SUPPORTED (as NVML answers on a
+ *          MIG-enabled GPU); compute processes pid 4242 (30 GiB) in GPU
+ *          instance 1 and pid 4343 (512 MiB) in GPU instance 2, compute
+ *          instance 0 for both.
  *   nvmlDeviceGetGpuInstanceId on a full GPU -> INVALID_ARGUMENT.
  *   Outside "mig" mode nvmlDeviceGetMaxMigDeviceCount on GPU 0 returns 0 and
  *   nvmlDeviceGetMigDeviceHandleByIndex returns NOT_FOUND.
- *   Any other query on a MIG handle returns NOT_SUPPORTED.
+ *   Any other query on a MIG handle (temperature, power, clocks, ECC, ...:
+ *   properties of the whole GPU) returns NOT_SUPPORTED.
  */
 
 #include <stdint.h>
@@ -106,6 +115,7 @@ enum {
     NVML_ERROR_UNINITIALIZED = 1,
     NVML_ERROR_INVALID_ARGUMENT = 2,
     NVML_ERROR_NOT_SUPPORTED = 3,
+    NVML_ERROR_NO_PERMISSION = 4,
     NVML_ERROR_NOT_FOUND = 6,
     NVML_ERROR_INSUFFICIENT_SIZE = 7,
     NVML_ERROR_DRIVER_NOT_LOADED = 9,
@@ -235,6 +245,8 @@ EXPORT nvmlReturn_t nvmlInit_v2(void) {
         mode = MODE_DEFAULT;
     else if (strcmp(m, "init_fail") == 0)
         return NVML_ERROR_DRIVER_NOT_LOADED;
+    else if (strcmp(m, "no_permission") == 0)
+        return NVML_ERROR_NO_PERMISSION;
     else if (strcmp(m, "hang") == 0)
         mode = MODE_HANG;
     else if (strcmp(m, "mig") == 0)
@@ -262,6 +274,7 @@ EXPORT const char *nvmlErrorString(nvmlReturn_t result) {
     case NVML_ERROR_UNINITIALIZED: return "Uninitialized";
     case NVML_ERROR_INVALID_ARGUMENT: return "Invalid Argument";
     case NVML_ERROR_NOT_SUPPORTED: return "Not Supported";
+    case NVML_ERROR_NO_PERMISSION: return "Insufficient Permissions";
     case NVML_ERROR_NOT_FOUND: return "Not Found";
     case NVML_ERROR_INSUFFICIENT_SIZE: return "Insufficient Size";
     case NVML_ERROR_DRIVER_NOT_LOADED: return "Driver Not Loaded";
@@ -313,7 +326,9 @@ EXPORT nvmlReturn_t nvmlDeviceGetUUID(nvmlDevice_t d, char *uuid, unsigned int l
 }
 
 EXPORT nvmlReturn_t nvmlDeviceGetName(nvmlDevice_t d, char *name, unsigned int length) {
-    CHECK(d, 0, 1);
+    CHECK(d, 1, 1);
+    if (d->mig >= 0)
+        return copy_str(name, length, "NVIDIA H100 80GB HBM3 MIG 3g.40gb");
     return copy_str(name, length, gpu == 0 ? "NVIDIA H100 80GB HBM3" : "NVIDIA A100-SXM4-40GB");
 }
 
@@ -342,10 +357,17 @@ EXPORT nvmlReturn_t nvmlDeviceGetPciInfo_v3(nvmlDevice_t d, nvmlPciInfo_t *pci) 
 /* ---- gauges ------------------------------------------------------------- */
 
 EXPORT nvmlReturn_t nvmlDeviceGetUtilizationRates(nvmlDevice_t d, nvmlUtilization_t *u) {
-    CHECK(d, 0, 0);
+    CHECK(d, 1, 0);
     NEED(u);
     if (mode == MODE_HANG)
         sleep(10);
+    if (d->mig == 0) {
+        u->gpu = 60;
+        u->memory = 25;
+        return NVML_SUCCESS;
+    }
+    if (d->mig > 0 || (mode == MODE_MIG && gpu == 0))
+        return NVML_ERROR_NOT_SUPPORTED;
     u->gpu = gpu == 0 ? 87 : 5;
     u->memory = gpu == 0 ? 43 : 1;
     return NVML_SUCCESS;
@@ -548,6 +570,10 @@ EXPORT nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v3(nvmlDevice_t d, unsi
     CHECK(d, 0, 0);
     static const nvmlProcessInfo_t gpu0[1] = {{4242, 64424509440ULL, NO_INSTANCE, NO_INSTANCE}};
     static const nvmlProcessInfo_t gpu1[1] = {{777, NOT_AVAILABLE, NO_INSTANCE, NO_INSTANCE}};
+    static const nvmlProcessInfo_t gpu0_mig[2] = {{4242, 32212254720ULL, 1, 0},
+                                                  {4343, 536870912ULL, 2, 0}};
+    if (gpu == 0 && mode == MODE_MIG)
+        return processes(gpu0_mig, 2, count, infos);
     return processes(gpu == 0 ? gpu0 : gpu1, 1, count, infos);
 }
 
