@@ -93,6 +93,7 @@ collectors:
     for (mode, reason) in [
         (ArmMode::Unauthorized, "401"),
         (ArmMode::NotFound, "404"),
+        (ArmMode::Forbidden, "403 (AuthorizationFailed)"),
         (ArmMode::Slow(Duration::from_secs(3)), "timed out"),
     ] {
         arm.set_mode(mode);
@@ -133,5 +134,101 @@ collectors:
             .contains("429"),
         "the throttle is shared by every target of the endpoint: {main}"
     );
+    assert_eq!(arm.violations(), Vec::<String>::new(), "wire contract");
+}
+
+fn azure_config(management: &str, authority: &str) -> String {
+    format!(
+        r#"
+web:
+  listen_address: {{listen}}
+state:
+  path: {{state}}
+collectors:
+  azure:
+    scrape_interval: 1s
+    scrape_timeout: 1s
+    management_endpoint: {management}
+    authority_host: {authority}
+    container_apps: [{APP}]
+"#
+    )
+}
+
+/// The credential's failures: Entra ID refusing the secret, ARM out of reach;
+/// and workload identity following the token file as the kubelet rotates it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_refused_arm_unreachable_and_workload_identity_rotation() {
+    let arm = ArmStandIn::start().await;
+    let url = arm.url();
+    let env = |secret: &'static str| {
+        [
+            ("AZURE_CREDENTIAL_KIND", "clientsecret"),
+            ("AZURE_TENANT_ID", "tenant-1"),
+            ("AZURE_CLIENT_ID", "client-1"),
+            ("AZURE_CLIENT_SECRET", secret),
+        ]
+    };
+
+    // A wrong client secret: Entra ID's refusal is the target's reason.
+    let refused = Homeostat::start_with_env(&azure_config(&url, &url), &env("wrong")).await;
+    let tg = refused.wait_target("azure", "myapp", "down", T).await;
+    let err = tg["lastError"].as_str().unwrap_or_default().to_string();
+    assert!(
+        err.contains("cannot get a token")
+            && err.contains("401 invalid_client: AADSTS7000215: Invalid client secret"),
+        "{err}"
+    );
+    assert!(
+        !arm.requests().iter().any(|r| r.contains("containerApps")),
+        "no ARM call without a token: {:?}",
+        arm.requests()
+    );
+    drop(refused);
+
+    // ARM out of reach (nothing listens on its port).
+    let closed = format!("http://127.0.0.1:{}", homeostat_e2e::free_port());
+    let down = Homeostat::start_with_env(&azure_config(&closed, &url), &env("secret-1")).await;
+    let tg = down.wait_target("azure", "myapp", "down", T).await;
+    let err = tg["lastError"].as_str().unwrap_or_default().to_string();
+    assert!(err.contains("cannot reach ARM"), "{err}");
+    drop(down);
+
+    // Workload identity as AKS injects it: tenant, client and a token file,
+    // through the default chain (no AZURE_CREDENTIAL_KIND).
+    let dir = homeostat_e2e::temp_dir();
+    let file = dir.path().join("azure-identity-token");
+    std::fs::write(&file, "federated-assertion-1\n").expect("token file");
+    arm.set_token_lifetime(22);
+    let before = arm.token_requests();
+    let file_env = file.display().to_string();
+    let h = Homeostat::start_with_env(
+        &azure_config(&url, &url),
+        &[
+            ("AZURE_TENANT_ID", "tenant-1"),
+            ("AZURE_CLIENT_ID", "client-1"),
+            ("AZURE_FEDERATED_TOKEN_FILE", &file_env),
+        ],
+    )
+    .await;
+    h.wait_target("azure", "myapp", "up", T).await;
+    assert_eq!(arm.last_assertion().as_deref(), Some("federated-assertion-1"));
+    // The kubelet rotates the file; Entra ID no longer takes the old
+    // assertion. The next token (2 s from now: 22 s tokens are refreshed
+    // 20 s early) must be fetched with the new one.
+    std::fs::write(&file, "federated-assertion-2\n").expect("token file");
+    arm.set_federated_assertion("federated-assertion-2");
+    let rotated = homeostat_e2e::wait_until(T, || async {
+        arm.last_assertion().as_deref() == Some("federated-assertion-2")
+    })
+    .await;
+    assert!(rotated, "the rotated file was never used");
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let tg = h.wait_target("azure", "myapp", "up", T).await;
+    assert!(
+        tg["lastError"].as_str().unwrap_or_default().is_empty(),
+        "{tg}"
+    );
+    assert!(arm.token_requests() > before + 1, "tokens were refreshed");
     assert_eq!(arm.violations(), Vec::<String>::new(), "wire contract");
 }

@@ -63,6 +63,9 @@ pub const METRICS_API_VERSION: &str = "2024-02-01";
 /// The access token the token endpoint hands out and ARM routes demand.
 pub const TOKEN: &str = "stand-in-token";
 
+/// The client secret the token endpoint accepts (`AZURE_CLIENT_SECRET`).
+pub const CLIENT_SECRET: &str = "secret-1";
+
 /// How ARM routes answer (the token endpoint always works).
 #[derive(Debug, Clone, PartialEq)]
 pub enum ArmMode {
@@ -72,6 +75,9 @@ pub enum ArmMode {
     Unauthorized,
     /// 404 ResourceNotFound.
     NotFound,
+    /// 403 AuthorizationFailed: a valid token for a principal without a role
+    /// assignment on the resource.
+    Forbidden,
     /// 429 SubscriptionRequestsThrottled with `Retry-After`.
     Throttle {
         retry_after_secs: u64,
@@ -122,6 +128,12 @@ struct Inner {
     requests: Vec<String>,
     violations: Vec<String>,
     token_requests: usize,
+    /// The workload-identity assertion the token endpoint accepts now, and
+    /// the last one it was sent.
+    federated_assertion: String,
+    last_assertion: Option<String>,
+    /// `expires_in` of the tokens handed out.
+    token_lifetime_secs: u64,
     replicas: u32,
     /// `http://127.0.0.1:PORT`, for the operation URLs of 202 answers.
     base_url: String,
@@ -162,6 +174,9 @@ impl ArmStandIn {
             requests: Vec::new(),
             violations: Vec::new(),
             token_requests: 0,
+            federated_assertion: "federated-assertion-1".into(),
+            last_assertion: None,
+            token_lifetime_secs: 3599,
             replicas: 1,
             base_url: format!("http://{addr}"),
             apps: HashMap::new(),
@@ -207,6 +222,24 @@ impl ArmStandIn {
 
     pub fn token_requests(&self) -> usize {
         lock(&self.state).token_requests
+    }
+
+    /// The federated (workload identity) assertion the token endpoint
+    /// accepts from now on; any other is refused as Entra ID refuses an
+    /// expired one.
+    pub fn set_federated_assertion(&self, assertion: &str) {
+        lock(&self.state).federated_assertion = assertion.into();
+    }
+
+    /// The assertion of the last workload-identity token request.
+    pub fn last_assertion(&self) -> Option<String> {
+        lock(&self.state).last_assertion.clone()
+    }
+
+    /// `expires_in` of tokens handed out from now on (3599 s by default).
+    /// azure_identity refreshes a token 20 s before it expires.
+    pub fn set_token_lifetime(&self, secs: u64) {
+        lock(&self.state).token_lifetime_secs = secs;
     }
 
     /// Replica count of the active revision `{app}--rev2` (its `replicas`
@@ -333,10 +366,26 @@ async fn token(
             param(&form, "grant_type")
         ));
     }
-    for field in ["client_id", "client_secret"] {
-        if param(&form, field).is_none_or(str::is_empty) {
-            problems.push(format!("token request has no {field}"));
+    if param(&form, "client_id").is_none_or(str::is_empty) {
+        problems.push("token request has no client_id".into());
+    }
+    // Client secret (ClientSecretCredential) or a federated assertion
+    // (WorkloadIdentityCredential), exactly one of them.
+    let secret = param(&form, "client_secret");
+    let assertion = param(&form, "client_assertion");
+    match (secret, assertion) {
+        (Some(s), None) if !s.is_empty() => {}
+        (None, Some(a)) if !a.is_empty() => {
+            let kind = param(&form, "client_assertion_type");
+            if kind != Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer") {
+                problems.push(format!(
+                    "token request client_assertion_type is {kind:?}, not jwt-bearer"
+                ));
+            }
         }
+        _ => problems.push(
+            "token request needs exactly one of client_secret and client_assertion".into(),
+        ),
     }
     match param(&form, "scope") {
         Some(scope) if !scope.is_empty() && scope.split(' ').all(|s| s.ends_with("/.default")) => {}
@@ -356,10 +405,45 @@ async fn token(
         )
             .into_response();
     }
+    // A wrong credential is not a client bug: Entra ID's refusal, not a
+    // violation.
+    let refusal = {
+        let mut inner = lock(&state);
+        if let Some(a) = assertion {
+            inner.last_assertion = Some(a.to_string());
+            (a != inner.federated_assertion).then_some((
+                700024,
+                "AADSTS700024: Client assertion is not within its valid time range.",
+            ))
+        } else if secret != Some(CLIENT_SECRET) {
+            Some((
+                7000215,
+                "AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app 'client-1'.",
+            ))
+        } else {
+            None
+        }
+    };
+    if let Some((code, description)) = refusal {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({
+                "error": "invalid_client",
+                "error_description": description,
+                "error_codes": [code],
+                "timestamp": "2026-01-01 00:00:00Z",
+                "trace_id": "00000000-0000-0000-0000-000000000000",
+                "correlation_id": "00000000-0000-0000-0000-000000000000",
+                "error_uri": format!("https://login.microsoftonline.com/error?code={code}"),
+            })),
+        )
+            .into_response();
+    }
+    let lifetime = lock(&state).token_lifetime_secs;
     Json(json!({
         "token_type": "Bearer",
-        "expires_in": 3599,
-        "ext_expires_in": 3599,
+        "expires_in": lifetime,
+        "ext_expires_in": lifetime,
         "access_token": TOKEN,
     }))
     .into_response()
@@ -633,6 +717,15 @@ async fn arm(
     };
     match mode {
         ArmMode::Unauthorized => return unauthorized("The access token is invalid."),
+        ArmMode::Forbidden => {
+            return arm_error(
+                StatusCode::FORBIDDEN,
+                "AuthorizationFailed",
+                &format!(
+                    "The client 'client-1' with object id '00000000-0000-0000-0000-0000000000c1' does not have authorization to perform action 'Microsoft.App/containerApps/read' over scope '{path}' or the scope is invalid. If access was recently granted, please refresh your credentials."
+                ),
+            )
+        }
         ArmMode::NotFound => {
             return arm_error(
                 StatusCode::NOT_FOUND,

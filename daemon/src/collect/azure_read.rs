@@ -54,7 +54,7 @@ use azure_core::{
 };
 use azure_identity::{
     DefaultAzureCredentialBuilder, SpecificAzureCredential, TokenCredentialOptions,
-    AZURE_CREDENTIAL_KIND,
+    WorkloadIdentityCredential, AZURE_CREDENTIAL_KIND,
 };
 use azure_mgmt_app::package_preview_2023_05 as aca;
 use futures_util::StreamExt as _;
@@ -1142,12 +1142,37 @@ impl AzureClient {
 /// `clientsecret`, `workloadidentity`). The authority host is
 /// `authority_host`, else `$AZURE_AUTHORITY_HOST`, else the public cloud's.
 /// `http` carries token requests; give it a timeout.
+///
+/// Workload identity (`AZURE_FEDERATED_TOKEN_FILE` with `AZURE_TENANT_ID` and
+/// `AZURE_CLIENT_ID`, as AKS injects them) is served by
+/// [`FederatedTokenFile`] instead of the chain's own: azure_identity 0.21
+/// reads the file once, but the kubelet rotates it (the projected token lives
+/// an hour by default), so a daemon running longer would keep sending an
+/// expired assertion. When that file is set, it is the credential; the chain
+/// would have picked it first anyway.
 pub fn credential(
     authority_host: Option<&str>,
     http: Arc<dyn HttpClient>,
 ) -> Result<Arc<dyn TokenCredential>, AzureError> {
+    // azure_identity reports a refused token request as "Server returned
+    // error response", dropping Entra ID's reason; the wrappers keep it.
+    let refusal = Arc::new(Mutex::new(None));
+    let http: Arc<dyn HttpClient> = Arc::new(TokenHttp {
+        inner: http,
+        refusal: refusal.clone(),
+    });
+    Ok(Arc::new(Explained {
+        inner: chain(authority_host, http)?,
+        refusal,
+    }))
+}
+
+fn chain(
+    authority_host: Option<&str>,
+    http: Arc<dyn HttpClient>,
+) -> Result<Arc<dyn TokenCredential>, AzureError> {
     // `from(http)` starts from the defaults, which read AZURE_AUTHORITY_HOST.
-    let mut options = TokenCredentialOptions::from(http);
+    let mut options = TokenCredentialOptions::from(http.clone());
     if let Some(host) = authority_host {
         options.set_authority_host(host.to_owned());
     }
@@ -1155,8 +1180,18 @@ pub fn credential(
     options
         .authority_host()
         .map_err(|e| AzureError::Config(format!("authority host: {}", error_chain(&e))))?;
+    let kind = std::env::var(AZURE_CREDENTIAL_KIND).ok();
+    let wants_workload = matches!(
+        kind.as_deref(),
+        None | Some("environment") | Some("workloadidentity")
+    );
+    if wants_workload {
+        if let Some(file) = FederatedTokenFile::from_env(&options, http.clone())? {
+            return Ok(Arc::new(file));
+        }
+    }
     let built: azure_core::Result<Arc<dyn TokenCredential>> =
-        if std::env::var_os(AZURE_CREDENTIAL_KIND).is_some() {
+        if kind.is_some() {
             SpecificAzureCredential::create(options)
                 .map(|c| Arc::new(c) as Arc<dyn TokenCredential>)
         } else {
@@ -1166,6 +1201,174 @@ pub fn credential(
                 .map(|c| Arc::new(c) as Arc<dyn TokenCredential>)
         };
     built.map_err(|e| AzureError::Credential(error_chain(&e)))
+}
+
+/// Carries token requests and remembers why the last one was refused.
+#[derive(Debug)]
+struct TokenHttp {
+    inner: Arc<dyn HttpClient>,
+    refusal: Arc<Mutex<Option<String>>>,
+}
+
+/// Upper bound on the part of a token refusal kept for the target list.
+const MAX_REFUSAL_CHARS: usize = 300;
+
+/// `401 invalid_client: AADSTS7000215: Invalid client secret provided. …`
+/// from an Entra ID (OAuth 2.0) error body; the status alone when the body
+/// is not one.
+fn describe_refusal(status: u16, body: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct OAuthError {
+        error: String,
+        error_description: Option<String>,
+    }
+    let mut text = format!("token endpoint answered {status}");
+    if let Ok(e) = serde_json::from_slice::<OAuthError>(body) {
+        text.push_str(&format!(" {}", e.error));
+        // Entra ID appends "\r\nTrace ID: …" lines: the first line is the reason.
+        if let Some(d) = e.error_description.as_deref().and_then(|d| d.lines().next()) {
+            text.push_str(": ");
+            text.push_str(d.trim());
+        }
+    }
+    if text.chars().count() > MAX_REFUSAL_CHARS {
+        text = text.chars().take(MAX_REFUSAL_CHARS).collect::<String>() + "…";
+    }
+    text
+}
+
+#[async_trait::async_trait]
+impl HttpClient for TokenHttp {
+    async fn execute_request(&self, request: &Request) -> azure_core::Result<azure_core::Response> {
+        *self.refusal.lock() = None;
+        let rsp = self.inner.execute_request(request).await?;
+        if rsp.status().is_success() {
+            return Ok(rsp);
+        }
+        let (status, headers, body) = rsp.deconstruct();
+        let bytes = body.collect().await?;
+        *self.refusal.lock() = Some(describe_refusal(u16::from(status), &bytes));
+        Ok(azure_core::Response::new(
+            status,
+            headers,
+            Box::pin(azure_core::BytesStream::new(bytes)),
+        ))
+    }
+}
+
+/// A credential whose errors say why the token endpoint refused.
+#[derive(Debug)]
+struct Explained {
+    inner: Arc<dyn TokenCredential>,
+    refusal: Arc<Mutex<Option<String>>>,
+}
+
+#[async_trait::async_trait]
+impl TokenCredential for Explained {
+    async fn get_token(&self, scopes: &[&str]) -> azure_core::Result<azure_core::auth::AccessToken> {
+        self.inner.get_token(scopes).await.map_err(|e| {
+            match self.refusal.lock().clone() {
+                Some(why) => azure_core::Error::full(ErrorKind::Credential, e, why),
+                None => e,
+            }
+        })
+    }
+
+    async fn clear_cache(&self) -> azure_core::Result<()> {
+        self.inner.clear_cache().await
+    }
+}
+
+/// Workload identity that follows the federated token file as the kubelet
+/// rotates it: each token request re-reads the file (a few hundred bytes),
+/// and a changed assertion replaces the inner credential, and with it the
+/// cached ARM token, which was obtained with the old one.
+pub struct FederatedTokenFile {
+    path: std::path::PathBuf,
+    tenant_id: String,
+    client_id: String,
+    authority_host: Url,
+    http: Arc<dyn HttpClient>,
+    current: tokio::sync::Mutex<Option<(String, Arc<WorkloadIdentityCredential>)>>,
+}
+
+impl std::fmt::Debug for FederatedTokenFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FederatedTokenFile")
+            .field("path", &self.path)
+            .field("tenant_id", &self.tenant_id)
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FederatedTokenFile {
+    /// `None` unless `AZURE_FEDERATED_TOKEN_FILE` is set; then tenant and
+    /// client id must be set too.
+    fn from_env(
+        options: &TokenCredentialOptions,
+        http: Arc<dyn HttpClient>,
+    ) -> Result<Option<Self>, AzureError> {
+        let Some(path) = std::env::var_os("AZURE_FEDERATED_TOKEN_FILE") else {
+            return Ok(None);
+        };
+        let var = |name: &str| {
+            std::env::var(name).map_err(|_| {
+                AzureError::Credential(format!(
+                    "AZURE_FEDERATED_TOKEN_FILE is set but {name} is not (workload identity needs both)"
+                ))
+            })
+        };
+        let authority_host = options
+            .authority_host()
+            .map_err(|e| AzureError::Config(format!("authority host: {}", error_chain(&e))))?;
+        Ok(Some(Self {
+            path: path.into(),
+            tenant_id: var("AZURE_TENANT_ID")?,
+            client_id: var("AZURE_CLIENT_ID")?,
+            authority_host,
+            http,
+            current: tokio::sync::Mutex::new(None),
+        }))
+    }
+
+    async fn inner(&self) -> azure_core::Result<Arc<WorkloadIdentityCredential>> {
+        let assertion = tokio::fs::read_to_string(&self.path).await.map_err(|e| {
+            azure_core::Error::full(
+                ErrorKind::Credential,
+                e,
+                format!("cannot read federated token file {}", self.path.display()),
+            )
+        })?;
+        let assertion = assertion.trim().to_string();
+        let mut current = self.current.lock().await;
+        if let Some((seen, cred)) = current.as_ref() {
+            if *seen == assertion {
+                return Ok(cred.clone());
+            }
+        }
+        let cred = Arc::new(WorkloadIdentityCredential::new(
+            self.http.clone(),
+            self.authority_host.clone(),
+            self.tenant_id.clone(),
+            self.client_id.clone(),
+            assertion.clone(),
+        ));
+        *current = Some((assertion, cred.clone()));
+        Ok(cred)
+    }
+}
+
+#[async_trait::async_trait]
+impl TokenCredential for FederatedTokenFile {
+    async fn get_token(&self, scopes: &[&str]) -> azure_core::Result<azure_core::auth::AccessToken> {
+        self.inner().await?.get_token(scopes).await
+    }
+
+    async fn clear_cache(&self) -> azure_core::Result<()> {
+        *self.current.lock().await = None;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -1261,6 +1464,18 @@ mod tests {
             panic!("unparsable {ts}");
         };
         assert_eq!(end - start, time::Duration::minutes(5));
+    }
+
+    #[test]
+    fn token_refusals_keep_entra_ids_reason() {
+        let body = br#"{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided.\r\nTrace ID: 1\r\nCorrelation ID: 2","error_codes":[7000215]}"#;
+        assert_eq!(
+            describe_refusal(401, body),
+            "token endpoint answered 401 invalid_client: AADSTS7000215: Invalid client secret provided."
+        );
+        assert_eq!(describe_refusal(502, b"<html>"), "token endpoint answered 502");
+        let long = format!(r#"{{"error":"x","error_description":"{}"}}"#, "y".repeat(1000));
+        assert!(describe_refusal(400, long.as_bytes()).chars().count() <= MAX_REFUSAL_CHARS + 1);
     }
 
     #[test]
