@@ -212,7 +212,10 @@ async fn credentials_refused_arm_unreachable_and_workload_identity_rotation() {
     )
     .await;
     h.wait_target("azure", "myapp", "up", T).await;
-    assert_eq!(arm.last_assertion().as_deref(), Some("federated-assertion-1"));
+    assert_eq!(
+        arm.last_assertion().as_deref(),
+        Some("federated-assertion-1")
+    );
     // The kubelet rotates the file; Entra ID no longer takes the old
     // assertion. The next token (2 s from now: 22 s tokens are refreshed
     // 20 s early) must be fetched with the new one.

@@ -131,7 +131,8 @@ async fn gpu_series_from_the_fake_nvml_library() {
 async fn gpu_mig_instances() {
     let dir = temp_dir();
     let lib = build_fake_nvml(dir.path());
-    let h = Homeostat::start_with_env(&gpu_config(&lib, "900ms"), &[("FAKE_NVML_MODE", "mig")]).await;
+    let h =
+        Homeostat::start_with_env(&gpu_config(&lib, "900ms"), &[("FAKE_NVML_MODE", "mig")]).await;
     h.wait_target("gpu", "localhost", "up", T).await;
     for (expr, want) in [
         (
@@ -165,7 +166,10 @@ async fn gpu_mig_instances() {
         r#"DCGM_FI_DEV_GPU_TEMP{GPU_I_ID!=""}"#,
         r#"DCGM_FI_DEV_POWER_USAGE{GPU_I_ID!=""}"#,
     ] {
-        assert!(h.query(absent).await.is_empty(), "{absent} should be absent");
+        assert!(
+            h.query(absent).await.is_empty(),
+            "{absent} should be absent"
+        );
     }
     // Two instances on GPU 0, none on GPU 1.
     assert_eq!(
@@ -231,8 +235,15 @@ async fn gpu_failures_are_up_0_with_a_reason_and_the_daemon_runs_on() {
         err.contains("gpu 1:") && err.contains("fell off the bus"),
         "{err:?}"
     );
-    assert_eq!(err.matches("gpu 1:").count(), 1, "one line per lost GPU: {err:?}");
-    assert!(lost.query(r#"DCGM_FI_DEV_GPU_UTIL{gpu="1"}"#).await.is_empty());
+    assert_eq!(
+        err.matches("gpu 1:").count(),
+        1,
+        "one line per lost GPU: {err:?}"
+    );
+    assert!(lost
+        .query(r#"DCGM_FI_DEV_GPU_UTIL{gpu="1"}"#)
+        .await
+        .is_empty());
     drop(lost);
     // No driver at all.
     let none = Homeostat::start(&gpu_config(
@@ -375,6 +386,68 @@ collectors:
             .contains("cannot read cgroup root"),
         "{tg}"
     );
+}
+
+/// homeostat as an unprivileged user (`nobody` when the tests run as root)
+/// over a cgroup v2-shaped tree where one group, then the root itself, is
+/// closed to it: the group is named in `lastError` while the rest is read;
+/// the root is the target's `up 0`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cgroups_permission_denied() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).expect("chmod")
+    };
+    let dir = temp_dir();
+    mode(dir.path(), 0o755);
+    let root = dir.path().join("cg");
+    let open = root.join("open.slice");
+    let closed = root.join("closed.slice");
+    for d in [&open, &closed] {
+        std::fs::create_dir_all(d).expect("mkdir");
+        std::fs::write(d.join("cpu.stat"), "usage_usec 500000\n").expect("write");
+    }
+    std::fs::write(root.join("cgroup.controllers"), "cpu memory pids\n").expect("write");
+    std::fs::write(root.join("cpu.stat"), "usage_usec 2000000\n").expect("write");
+    mode(&closed, 0o000);
+    let config = |root: &Path| {
+        format!(
+            "web:\n  listen_address: {{listen}}\nstate:\n  path: {{state}}\ncollectors:\n  cgroups:\n    scrape_interval: 1s\n    max_depth: 1\n    root: {}\n",
+            root.display()
+        )
+    };
+    let h = Homeostat::start_unprivileged(&config(&root)).await;
+    assert_eq!(
+        h.wait_value(r#"container_cpu_usage_seconds_total{id="/"}"#, T)
+            .await,
+        Some(2.0)
+    );
+    assert_eq!(
+        h.wait_value(r#"container_cpu_usage_seconds_total{id="/open.slice"}"#, T)
+            .await,
+        Some(0.5)
+    );
+    let tg = h.wait_target("cgroups", "localhost", "up", T).await;
+    let err = tg["lastError"].as_str().unwrap_or_default();
+    assert!(
+        err.contains("cgroup /closed.slice") && err.contains("Permission denied"),
+        "{err:?}\nlog:\n{}",
+        h.process.log()
+    );
+    assert!(h
+        .query(r#"container_cpu_usage_seconds_total{id="/closed.slice"}"#)
+        .await
+        .is_empty());
+    drop(h);
+    let h = Homeostat::start_unprivileged(&config(&closed)).await;
+    let tg = h.wait_target("cgroups", "localhost", "down", T).await;
+    let err = tg["lastError"].as_str().unwrap_or_default();
+    assert!(
+        err.contains("cannot read cgroup root") && err.contains("Permission denied"),
+        "{err:?}"
+    );
+    drop(h);
+    mode(&closed, 0o755);
 }
 
 /// A self-signed certificate valid for `days`, and an HTTPS server using it.

@@ -383,9 +383,8 @@ async fn token(
                 ));
             }
         }
-        _ => problems.push(
-            "token request needs exactly one of client_secret and client_assertion".into(),
-        ),
+        _ => problems
+            .push("token request needs exactly one of client_secret and client_assertion".into()),
     }
     match param(&form, "scope") {
         Some(scope) if !scope.is_empty() && scope.split(' ').all(|s| s.ends_with("/.default")) => {}

@@ -28,7 +28,7 @@ pub fn pg_program(name: &str) -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { geteuid() == 0 }
 }

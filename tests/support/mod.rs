@@ -462,6 +462,8 @@ pub struct Homeostat {
     pub addr: SocketAddr,
     pub dir: TempDir,
     env: Vec<(String, String)>,
+    /// Runs as `nobody` (uid and gid 65534) when the tests run as root.
+    unprivileged: bool,
 }
 
 impl Homeostat {
@@ -469,8 +471,20 @@ impl Homeostat {
         Self::start_with_env(config, &[]).await
     }
 
+    /// As [`Homeostat::start`], but as an unprivileged user: `nobody`
+    /// through `setpriv` when the tests run as root (CI), else the user
+    /// running them. Its directory (state database, config) is opened to
+    /// every user.
+    pub async fn start_unprivileged(config: &str) -> Homeostat {
+        Self::start_inner(config, &[], true).await
+    }
+
     /// As [`Homeostat::start`], with extra environment variables.
     pub async fn start_with_env(config: &str, env: &[(&str, &str)]) -> Homeostat {
+        Self::start_inner(config, env, false).await
+    }
+
+    async fn start_inner(config: &str, env: &[(&str, &str)], unprivileged: bool) -> Homeostat {
         let dir = temp_dir();
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let cfg = config.replace("{listen}", &addr.to_string()).replace(
@@ -483,22 +497,52 @@ impl Homeostat {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let process = Self::spawn(&dir, addr, &env).await;
+        if unprivileged {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
+                .expect("open the daemon's directory to every user");
+        }
+        let process = Self::spawn(&dir, addr, &env, unprivileged).await;
         Homeostat {
             process,
             addr,
             dir,
             env,
+            unprivileged,
         }
     }
 
-    async fn spawn(dir: &TempDir, addr: SocketAddr, env: &[(String, String)]) -> ServerProcess {
-        let path = dir.path().join("homeostat.yaml");
+    async fn spawn(
+        dir: &TempDir,
+        addr: SocketAddr,
+        env: &[(String, String)],
+        unprivileged: bool,
+    ) -> ServerProcess {
+        let path = dir.path().join("homeostat.yaml").display().to_string();
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let bin = homeostat_bin();
+        let bin_s = bin.display().to_string();
+        let (program, args): (PathBuf, Vec<&str>) = if unprivileged && db::is_root() {
+            (
+                PathBuf::from("setpriv"),
+                vec![
+                    "--reuid=65534",
+                    "--regid=65534",
+                    "--clear-groups",
+                    "--",
+                    &bin_s,
+                    "run",
+                    "--config",
+                    &path,
+                ],
+            )
+        } else {
+            (bin, vec!["run", "--config", &path])
+        };
         let mut process = ServerProcess::spawn(
             "homeostat",
-            &homeostat_bin(),
-            &["run", "--config", &path.display().to_string()],
+            &program,
+            &args,
             &[&[("HOMEOSTAT_LOG_LEVEL", "info")], env.as_slice()].concat(),
         )
         .expect("spawn homeostat");
@@ -511,13 +555,13 @@ impl Homeostat {
     pub async fn kill_and_restart(&mut self) {
         self.process.signal(9);
         self.process.stop(Duration::from_secs(5));
-        self.process = Self::spawn(&self.dir, self.addr, &self.env).await;
+        self.process = Self::spawn(&self.dir, self.addr, &self.env, self.unprivileged).await;
     }
 
     /// Stops the daemon cleanly (SIGTERM) and starts it again.
     pub async fn restart(&mut self) {
         self.process.stop(Duration::from_secs(10));
-        self.process = Self::spawn(&self.dir, self.addr, &self.env).await;
+        self.process = Self::spawn(&self.dir, self.addr, &self.env, self.unprivileged).await;
     }
 
     /// POSTs JSON to the API from loopback; returns the status and body.

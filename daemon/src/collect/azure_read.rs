@@ -1190,16 +1190,14 @@ fn chain(
             return Ok(Arc::new(file));
         }
     }
-    let built: azure_core::Result<Arc<dyn TokenCredential>> =
-        if kind.is_some() {
-            SpecificAzureCredential::create(options)
-                .map(|c| Arc::new(c) as Arc<dyn TokenCredential>)
-        } else {
-            DefaultAzureCredentialBuilder::new()
-                .with_options(options)
-                .build()
-                .map(|c| Arc::new(c) as Arc<dyn TokenCredential>)
-        };
+    let built: azure_core::Result<Arc<dyn TokenCredential>> = if kind.is_some() {
+        SpecificAzureCredential::create(options).map(|c| Arc::new(c) as Arc<dyn TokenCredential>)
+    } else {
+        DefaultAzureCredentialBuilder::new()
+            .with_options(options)
+            .build()
+            .map(|c| Arc::new(c) as Arc<dyn TokenCredential>)
+    };
     built.map_err(|e| AzureError::Credential(error_chain(&e)))
 }
 
@@ -1226,7 +1224,11 @@ fn describe_refusal(status: u16, body: &[u8]) -> String {
     if let Ok(e) = serde_json::from_slice::<OAuthError>(body) {
         text.push_str(&format!(" {}", e.error));
         // Entra ID appends "\r\nTrace ID: …" lines: the first line is the reason.
-        if let Some(d) = e.error_description.as_deref().and_then(|d| d.lines().next()) {
+        if let Some(d) = e
+            .error_description
+            .as_deref()
+            .and_then(|d| d.lines().next())
+        {
             text.push_str(": ");
             text.push_str(d.trim());
         }
@@ -1265,13 +1267,17 @@ struct Explained {
 
 #[async_trait::async_trait]
 impl TokenCredential for Explained {
-    async fn get_token(&self, scopes: &[&str]) -> azure_core::Result<azure_core::auth::AccessToken> {
-        self.inner.get_token(scopes).await.map_err(|e| {
-            match self.refusal.lock().clone() {
+    async fn get_token(
+        &self,
+        scopes: &[&str],
+    ) -> azure_core::Result<azure_core::auth::AccessToken> {
+        self.inner
+            .get_token(scopes)
+            .await
+            .map_err(|e| match self.refusal.lock().clone() {
                 Some(why) => azure_core::Error::full(ErrorKind::Credential, e, why),
                 None => e,
-            }
-        })
+            })
     }
 
     async fn clear_cache(&self) -> azure_core::Result<()> {
@@ -1361,7 +1367,10 @@ impl FederatedTokenFile {
 
 #[async_trait::async_trait]
 impl TokenCredential for FederatedTokenFile {
-    async fn get_token(&self, scopes: &[&str]) -> azure_core::Result<azure_core::auth::AccessToken> {
+    async fn get_token(
+        &self,
+        scopes: &[&str],
+    ) -> azure_core::Result<azure_core::auth::AccessToken> {
         self.inner().await?.get_token(scopes).await
     }
 
@@ -1473,8 +1482,14 @@ mod tests {
             describe_refusal(401, body),
             "token endpoint answered 401 invalid_client: AADSTS7000215: Invalid client secret provided."
         );
-        assert_eq!(describe_refusal(502, b"<html>"), "token endpoint answered 502");
-        let long = format!(r#"{{"error":"x","error_description":"{}"}}"#, "y".repeat(1000));
+        assert_eq!(
+            describe_refusal(502, b"<html>"),
+            "token endpoint answered 502"
+        );
+        let long = format!(
+            r#"{{"error":"x","error_description":"{}"}}"#,
+            "y".repeat(1000)
+        );
         assert!(describe_refusal(400, long.as_bytes()).chars().count() <= MAX_REFUSAL_CHARS + 1);
     }
 

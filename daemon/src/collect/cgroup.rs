@@ -4,7 +4,11 @@
 //! path below the root, `/` for the root itself).
 //!
 //! Owns the walk and the parsing of the interface files; reads only. Files a
-//! group lacks (controllers not enabled for it) are skipped, not errors. cgroup
+//! group lacks (controllers not enabled for it, or the group removed during
+//! the walk) are skipped, not errors. A group that cannot be read for any
+//! other reason (permission denied, typically, when homeostat runs
+//! unprivileged) is skipped with its reason in the target's `lastError` while
+//! the target stays up; an unreadable root fails the round. cgroup
 //! v1 hierarchies are not read: v2 is what every current distribution and
 //! container runtime uses.
 
@@ -155,6 +159,9 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
 /// One sample, produced off the async threads.
 type Sample = (&'static str, Vec<(&'static str, String)>, f64);
 
+/// Groups named in one round's warning before the rest are only counted.
+const MAX_GROUP_WARNINGS: usize = 5;
+
 /// Finds the cgroup v2 mount when none is configured.
 pub fn find_root() -> Result<PathBuf, CollectError> {
     for p in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
@@ -167,8 +174,12 @@ pub fn find_root() -> Result<PathBuf, CollectError> {
     ))
 }
 
-/// Reads every group under `root` down to `max_depth`.
-pub fn read_tree(root: &Path, max_depth: usize) -> Result<Vec<Sample>, CollectError> {
+/// Reads every group under `root` down to `max_depth`: the samples, and one
+/// line per group that could not be read (see the module doc).
+pub fn read_tree(
+    root: &Path,
+    max_depth: usize,
+) -> Result<(Vec<Sample>, Vec<String>), CollectError> {
     // The root must be readable: that failing is the target's error.
     std::fs::read_dir(root).map_err(|e| {
         CollectError::Other(format!("cannot read cgroup root {}: {e}", root.display()))
@@ -180,16 +191,29 @@ pub fn read_tree(root: &Path, max_depth: usize) -> Result<Vec<Sample>, CollectEr
         )));
     }
     let mut out = Vec::new();
+    let mut warnings = Vec::new();
     let mut stack = vec![(root.to_path_buf(), 0usize)];
     while let Some((dir, depth)) = stack.pop() {
         let rel = dir.strip_prefix(root).unwrap_or(Path::new(""));
         let id = format!("/{}", rel.display());
-        read_group(&dir, &id, &mut out);
-        if depth >= max_depth {
-            continue;
+        let mut problem = None;
+        read_group(&dir, &id, &mut out, &mut problem);
+        let entries = if depth < max_depth {
+            match std::fs::read_dir(&dir) {
+                Ok(e) => Some(e),
+                // A group removed while we walk is simply gone this round.
+                Err(e) => {
+                    note(&mut problem, "", &e);
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        if let Some(p) = problem {
+            warnings.push(format!("cgroup {id}: {p}"));
         }
-        // A group removed while we walk is simply gone this round.
-        let Ok(entries) = std::fs::read_dir(&dir) else {
+        let Some(entries) = entries else {
             continue;
         };
         let mut children: Vec<PathBuf> = entries
@@ -200,11 +224,29 @@ pub fn read_tree(root: &Path, max_depth: usize) -> Result<Vec<Sample>, CollectEr
         children.sort();
         stack.extend(children.into_iter().rev().map(|c| (c, depth + 1)));
     }
-    Ok(out)
+    if warnings.len() > MAX_GROUP_WARNINGS {
+        let more = warnings.len() - MAX_GROUP_WARNINGS;
+        warnings.truncate(MAX_GROUP_WARNINGS);
+        warnings.push(format!("and {more} more groups"));
+    }
+    Ok((out, warnings))
 }
 
-fn read(dir: &Path, file: &str) -> Option<String> {
-    std::fs::read_to_string(dir.join(file)).ok()
+/// Keeps the first problem of a group; a missing file or group is none.
+fn note(problem: &mut Option<String>, file: &str, e: &std::io::Error) {
+    if e.kind() != std::io::ErrorKind::NotFound && problem.is_none() {
+        *problem = Some(if file.is_empty() {
+            e.to_string()
+        } else {
+            format!("{file}: {e}")
+        });
+    }
+}
+
+fn read(dir: &Path, file: &str, problem: &mut Option<String>) -> Option<String> {
+    std::fs::read_to_string(dir.join(file))
+        .map_err(|e| note(problem, file, &e))
+        .ok()
 }
 
 /// `key value` lines (cpu.stat, memory.stat, memory.events).
@@ -215,9 +257,9 @@ fn flat_keyed(text: &str) -> impl Iterator<Item = (&str, f64)> {
     })
 }
 
-fn read_group(dir: &Path, id: &str, out: &mut Vec<Sample>) {
+fn read_group(dir: &Path, id: &str, out: &mut Vec<Sample>, problem: &mut Option<String>) {
     let l = || vec![("id", id.to_string())];
-    if let Some(t) = read(dir, "cpu.stat") {
+    if let Some(t) = read(dir, "cpu.stat", problem) {
         for (k, v) in flat_keyed(&t) {
             let (name, scale) = match k {
                 "usage_usec" => ("container_cpu_usage_seconds_total", 1e-6),
@@ -231,7 +273,7 @@ fn read_group(dir: &Path, id: &str, out: &mut Vec<Sample>) {
             out.push((name, l(), v * scale));
         }
     }
-    if let Some(t) = read(dir, "cpu.max") {
+    if let Some(t) = read(dir, "cpu.max", problem) {
         let mut parts = t.split_whitespace();
         if let (Some(q), Some(p)) = (parts.next(), parts.next()) {
             if let Ok(q) = q.parse::<f64>() {
@@ -242,11 +284,11 @@ fn read_group(dir: &Path, id: &str, out: &mut Vec<Sample>) {
             }
         }
     }
-    let current = read(dir, "memory.current").and_then(|t| t.trim().parse::<f64>().ok());
+    let current = read(dir, "memory.current", problem).and_then(|t| t.trim().parse::<f64>().ok());
     if let Some(c) = current {
         out.push(("container_memory_usage_bytes", l(), c));
     }
-    if let Some(t) = read(dir, "memory.stat") {
+    if let Some(t) = read(dir, "memory.stat", problem) {
         let mut inactive_file = 0.0;
         for (k, v) in flat_keyed(&t) {
             match k {
@@ -264,14 +306,16 @@ fn read_group(dir: &Path, id: &str, out: &mut Vec<Sample>) {
             ));
         }
     }
-    if let Some(v) = read(dir, "memory.swap.current").and_then(|t| t.trim().parse::<f64>().ok()) {
+    if let Some(v) =
+        read(dir, "memory.swap.current", problem).and_then(|t| t.trim().parse::<f64>().ok())
+    {
         out.push(("container_memory_swap", l(), v));
     }
-    if let Some(t) = read(dir, "memory.max") {
+    if let Some(t) = read(dir, "memory.max", problem) {
         let v = t.trim().parse::<f64>().unwrap_or(0.0);
         out.push(("container_spec_memory_limit_bytes", l(), v));
     }
-    if let Some(t) = read(dir, "memory.events") {
+    if let Some(t) = read(dir, "memory.events", problem) {
         for (k, v) in flat_keyed(&t) {
             if k == "oom_kill" {
                 out.push(("container_oom_events_total", l(), v));
@@ -281,7 +325,7 @@ fn read_group(dir: &Path, id: &str, out: &mut Vec<Sample>) {
             out.push(("container_memory_events_total", labels, v));
         }
     }
-    if let Some(t) = read(dir, "io.stat") {
+    if let Some(t) = read(dir, "io.stat", problem) {
         // 8:0 rbytes=1 wbytes=2 rios=3 wios=4 dbytes=0 dios=0
         for line in t.lines() {
             let mut parts = line.split_whitespace();
@@ -307,10 +351,10 @@ fn read_group(dir: &Path, id: &str, out: &mut Vec<Sample>) {
             }
         }
     }
-    if let Some(v) = read(dir, "pids.current").and_then(|t| t.trim().parse::<f64>().ok()) {
+    if let Some(v) = read(dir, "pids.current", problem).and_then(|t| t.trim().parse::<f64>().ok()) {
         out.push(("container_threads", l(), v));
     }
-    if let Some(t) = read(dir, "pids.max") {
+    if let Some(t) = read(dir, "pids.max", problem) {
         out.push((
             "container_threads_max",
             l(),
@@ -338,12 +382,15 @@ impl Collector for CgroupCollector {
         };
         let depth = self.config.max_depth;
         // Hundreds of small file reads: keep them off the async threads.
-        let samples = tokio::task::spawn_blocking(move || read_tree(&root, depth))
+        let (samples, warnings) = tokio::task::spawn_blocking(move || read_tree(&root, depth))
             .await
             .map_err(|e| CollectError::Other(format!("cgroup walk failed: {e}")))??;
         for (name, labels, v) in &samples {
             let l: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
             out.add(name, &l, *v)?;
+        }
+        if !warnings.is_empty() {
+            out.warn(warnings.join("; "));
         }
         Ok(())
     }
@@ -394,7 +441,12 @@ mod tests {
         std::fs::create_dir_all(&deep).expect("mkdir");
         write(&deep, "cpu.stat", "usage_usec 1\n");
 
-        let samples = read_tree(r, 1).expect("read");
+        let (samples, warnings) = read_tree(r, 1).expect("read");
+        assert_eq!(
+            warnings,
+            Vec::<String>::new(),
+            "missing files are not problems"
+        );
         let get = |name: &str, id: &str| {
             samples
                 .iter()
@@ -433,6 +485,43 @@ mod tests {
         assert_eq!(
             get("container_cpu_usage_seconds_total", "/app.slice/a"),
             None
+        );
+    }
+
+    #[test]
+    fn an_unreadable_group_is_named_and_the_others_still_read() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let r = root.path();
+        write(r, "cgroup.controllers", "cpu memory\n");
+        write(r, "cpu.stat", "usage_usec 1000000\n");
+        // An interface file that cannot be read as one: not "missing".
+        let bad = r.join("bad.slice");
+        std::fs::create_dir_all(bad.join("cpu.stat")).expect("mkdir");
+        write(&bad, "memory.current", "42\n");
+        let (samples, warnings) = read_tree(r, 1).expect("read");
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with("cgroup /bad.slice: cpu.stat: "),
+            "{warnings:?}"
+        );
+        assert!(samples
+            .iter()
+            .any(|(n, l, v)| *n == "container_memory_usage_bytes"
+                && l.iter().any(|(_, id)| id == "/bad.slice")
+                && *v == 42.0));
+        assert!(samples
+            .iter()
+            .any(|(n, l, _)| *n == "container_cpu_usage_seconds_total"
+                && l.iter().any(|(_, id)| id == "/")));
+        // Many broken groups: five named, the rest counted.
+        for i in 0..8 {
+            std::fs::create_dir_all(r.join(format!("g{i}")).join("memory.max")).expect("mkdir");
+        }
+        let (_, warnings) = read_tree(r, 1).expect("read");
+        assert_eq!(warnings.len(), MAX_GROUP_WARNINGS + 1, "{warnings:?}");
+        assert_eq!(
+            warnings.last().map(String::as_str),
+            Some("and 4 more groups")
         );
     }
 
