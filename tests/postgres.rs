@@ -134,6 +134,30 @@ collectors:
             "inserts",
         ),
         (
+            q(r#"pg_stat_database_blks_hit{instance="primary",datname="postgres"} > 0"#),
+            "blocks hit",
+        ),
+        (
+            q(r#"pg_stat_database_blks_read{instance="primary",datname="postgres"} >= 0"#),
+            "blocks read",
+        ),
+        (
+            q(r#"pg_stat_database_xact_rollback{instance="primary",datname="postgres"} >= 0"#),
+            "rollbacks",
+        ),
+        (
+            q(r#"pg_stat_database_deadlocks{instance="primary",datname="postgres"} == 0"#),
+            "no deadlock yet",
+        ),
+        (
+            q(r#"pg_stat_database_temp_bytes{instance="primary",datname="postgres"} >= 0"#),
+            "temp bytes",
+        ),
+        (
+            q(r#"pg_static{instance="replica",role="replica",short_version=~"15\\..*"}"#),
+            "replica version",
+        ),
+        (
             q(r#"pg_database_size_bytes{instance="primary",datname="postgres"} > 1e6"#),
             "size",
         ),
@@ -209,6 +233,67 @@ collectors:
         .await;
     assert_eq!(before.len(), 1);
 
+    // A transaction left open: the oldest one's age, by state.
+    let mut idle = connect(&primary.url("postgres")).await;
+    let mut tx = idle.begin().await.expect("begin");
+    exec(&mut tx, "SELECT txid_current()").await;
+    assert!(
+        h.wait_value(
+            r#"pg_stat_activity_max_tx_duration{instance="primary",datname="postgres",state="idle in transaction"} > 1"#,
+            t
+        )
+        .await
+        .is_some(),
+        "an open transaction should age: {:?}",
+        h.query("pg_stat_activity_max_tx_duration").await
+    );
+    tx.rollback().await.expect("rollback");
+    let _ = idle.close().await;
+
+    // A real deadlock: two transactions take two rows in opposite orders.
+    let (mut a, mut b) = (
+        connect(&primary.url("postgres")).await,
+        connect(&primary.url("postgres")).await,
+    );
+    let (mut ta, mut tb) = (
+        a.begin().await.expect("begin"),
+        b.begin().await.expect("begin"),
+    );
+    exec(&mut ta, "UPDATE t SET v = 'a' WHERE id = 1").await;
+    exec(&mut tb, "UPDATE t SET v = 'b' WHERE id = 2").await;
+    let (ra, rb) = tokio::join!(
+        sqlx::query("UPDATE t SET v = 'a' WHERE id = 2").execute(&mut *ta),
+        async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            sqlx::query("UPDATE t SET v = 'b' WHERE id = 1")
+                .execute(&mut *tb)
+                .await
+        }
+    );
+    let failed = [ra.err(), rb.err()];
+    assert!(
+        failed
+            .iter()
+            .flatten()
+            .any(|e| e.to_string().contains("deadlock detected")),
+        "{failed:?}"
+    );
+    // Ended explicitly: a dropped sqlx transaction only queues its ROLLBACK,
+    // and a backend flushes its statistics once it is idle.
+    ta.rollback().await.expect("rollback");
+    tb.rollback().await.expect("rollback");
+    let _ = a.close().await;
+    let _ = b.close().await;
+    assert!(
+        h.wait_value(
+            r#"pg_stat_database_deadlocks{instance="primary",datname="postgres"} >= 1"#,
+            t
+        )
+        .await
+        .is_some(),
+        "the deadlock should be counted"
+    );
+
     // Caught up: no lag. One replayed commit first, so the replica has a
     // replay timestamp to measure lag from.
     exec(&mut admin, "INSERT INTO t (v) VALUES ('before pause')").await;
@@ -245,6 +330,16 @@ collectors:
         .await
         .is_some(),
         "the primary should see the replica's replay fall behind in bytes"
+    );
+    assert!(
+        h.wait_value(
+            r#"pg_stat_replication_replay_lag_seconds{instance="primary",application_name="replica1"} > 1"#,
+            t
+        )
+        .await
+        .is_some(),
+        "the primary should see the replica's replay fall behind in seconds: {:?}",
+        h.query("pg_stat_replication_replay_lag_seconds").await
     );
     assert!(
         h.wait_value(

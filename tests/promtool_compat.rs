@@ -225,6 +225,41 @@ fn test_rules_matches_promtool_on_our_cases() {
     assert_eq!(a.code, 1);
 }
 
+/// The bundled rules (rules/) and their unit tests are promtool's format:
+/// the real promtool checks and passes them exactly as homeostat does.
+#[test]
+fn bundled_rules_pass_in_promtool() {
+    let Some(pt) = promtool() else { return };
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules");
+    let mut rules = Vec::new();
+    let mut tests = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("rules/") {
+        let name = entry
+            .expect("entry")
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
+        if name.ends_with(".rules.yml") {
+            rules.push(name);
+        } else if name.ends_with(".test.yml") {
+            tests.push(name);
+        }
+    }
+    rules.sort();
+    tests.sort();
+    assert!(
+        rules.len() >= 5 && tests.len() == rules.len(),
+        "{rules:?} {tests:?}"
+    );
+    for (cmd, files) in [("check", &rules), ("test", &tests)] {
+        for f in files {
+            let (a, b) = both(&pt, &[cmd, "rules", f], &dir);
+            assert_eq!(a.code, 0, "promtool {cmd} rules {f}:\n{}", a.text);
+            assert_eq!(b.code, 0, "homeostat {cmd} rules {f}:\n{}", b.text);
+        }
+    }
+}
+
 #[test]
 fn promtool_242_test_files_pass_and_fail_alike() {
     let Some(dir) = shared() else { return };

@@ -98,6 +98,10 @@ collectors:
         r#"redis_connected_slaves{instance="master"} == 1"#,
         r#"redis_connected_slave_offset_bytes{instance="master",slave_state="online"} > 0"#,
         r#"redis_master_link_up{instance="replica"} == 1"#,
+        r#"redis_connected_slave_lag_seconds{instance="master",slave_state="online"} >= 0"#,
+        r#"redis_master_repl_offset{instance="master"} > 0"#,
+        r#"redis_slave_repl_offset{instance="replica"} > 0"#,
+        r#"redis_slave_info{instance="replica",read_only="1"}"#,
         r#"redis_db_keys{instance="replica",db="db0"} == 50"#,
         r#"redis_exporter_last_scrape_ping_time_seconds{instance="master"} > 0"#,
     ] {
