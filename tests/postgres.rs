@@ -88,6 +88,14 @@ collectors:
     servers:
       - name: pgb
         dsn: postgres://homeostat@{pgb}/pgbouncer
+      - name: pgb-down
+        dsn: postgres://homeostat@127.0.0.1:{closed}/pgbouncer
+      - name: pgb-auth-refused
+        dsn: postgres://nosuchrole@{pgb}/pgbouncer
+      - name: pgb-permission-denied
+        dsn: postgres://app@{pgb}/pgbouncer
+      - name: pgb-slow
+        dsn: postgres://homeostat@{silent}/pgbouncer?connect_timeout=30
 "#,
         primary = primary.addr,
         replica = replica.addr,
@@ -221,6 +229,22 @@ collectors:
         ("slow", "timed out"),
     ] {
         let tg = h.wait_target("postgres", instance, "down", t).await;
+        let err = tg["lastError"].as_str().unwrap_or_default().to_lowercase();
+        assert!(
+            err.contains(reason),
+            "{instance}: lastError {err:?} should mention {reason:?}"
+        );
+    }
+    for (instance, reason) in [
+        ("pgb-down", "connect"),
+        ("pgb-auth-refused", "auth refused"),
+        (
+            "pgb-permission-denied",
+            "permission denied: add the user to pgbouncer's stats_users",
+        ),
+        ("pgb-slow", "timed out"),
+    ] {
+        let tg = h.wait_target("pgbouncer", instance, "down", t).await;
         let err = tg["lastError"].as_str().unwrap_or_default().to_lowercase();
         assert!(
             err.contains(reason),

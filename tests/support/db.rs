@@ -185,7 +185,7 @@ fn append(p: &Path, text: &str) {
 }
 
 /// PgBouncer (Debian `pgbouncer`) in front of `pg`, trust auth, with
-/// `stats_user` allowed on the admin console.
+/// `stats_user` allowed on the admin console, and a user `app` that is not.
 pub async fn start_pgbouncer(
     pg: SocketAddr,
     stats_user: &str,
@@ -196,7 +196,8 @@ pub async fn start_pgbouncer(
     let users = dir.path().join("userlist.txt");
     std::fs::write(
         &users,
-        format!("\"postgres\" \"\"\n\"{stats_user}\" \"\"\n"),
+        // `app`: a pool user that may not use the admin console.
+        format!("\"postgres\" \"\"\n\"{stats_user}\" \"\"\n\"app\" \"\"\n"),
     )
     .ok()?;
     let ini = dir.path().join("pgbouncer.ini");

@@ -567,9 +567,19 @@ impl PgbouncerCollector {
             .extra_float_digits(None)
             .statement_cache_capacity(0)
             .log_statements(tracing::log::LevelFilter::Trace);
-        PgConnection::connect_with(&o)
-            .await
-            .map_err(|e| sql_err("connecting to the admin console", e))
+        PgConnection::connect_with(&o).await.map_err(|e| {
+            // PgBouncer's own words are terse; say what to change.
+            let hint = match e.as_database_error().map(|d| d.message()) {
+                Some("not allowed") => {
+                    " (permission denied: add the user to pgbouncer's stats_users or admin_users)"
+                }
+                Some(m) if m.contains("authentication failed") => {
+                    " (auth refused: the user must be in pgbouncer's auth_file with that password)"
+                }
+                _ => "",
+            };
+            CollectError::Other(format!("connecting to the admin console: {e}{hint}"))
+        })
     }
 
     async fn scrape(
