@@ -166,6 +166,28 @@ collectors:
             "replica version",
         ),
         (
+            q(r#"pg_stat_database_sessions{instance="primary",datname="postgres"} >= 1"#),
+            "sessions (PostgreSQL 14+)",
+        ),
+        (
+            q(
+                r#"pg_stat_database_conflicts_confl_snapshot{instance="replica",datname="postgres"} == 0"#,
+            ),
+            "recovery conflicts on the replica",
+        ),
+        (
+            q(r#"pg_stat_bgwriter_buffers_alloc_total{instance="primary"} > 0"#),
+            "background writer",
+        ),
+        (
+            q(r#"pg_stat_bgwriter_checkpoints_req_total{instance="primary"} >= 0"#),
+            "checkpoints",
+        ),
+        (
+            q(r#"pg_stat_archiver_failed_count{instance="primary"} == 0"#),
+            "archiver",
+        ),
+        (
             q(r#"pg_database_size_bytes{instance="primary",datname="postgres"} > 1e6"#),
             "size",
         ),

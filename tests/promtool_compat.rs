@@ -260,6 +260,56 @@ fn bundled_rules_pass_in_promtool() {
     }
 }
 
+/// Every bundled alert links to its own section of docs/runbooks.md, and
+/// that section exists.
+#[test]
+fn bundled_alerts_have_runbooks() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let runbooks = std::fs::read_to_string(root.join("docs/runbooks.md")).expect("runbooks");
+    let headings: Vec<&str> = runbooks
+        .lines()
+        .filter_map(|l| l.strip_prefix("## "))
+        .collect();
+    let mut alerts = 0;
+    for entry in std::fs::read_dir(root.join("rules")).expect("rules/") {
+        let path = entry.expect("entry").path();
+        if !path.to_string_lossy().ends_with(".rules.yml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("rules file");
+        let mut current: Option<&str> = None;
+        for line in text.lines().map(str::trim) {
+            if let Some(name) = line.strip_prefix("- alert: ") {
+                assert!(
+                    current.is_none(),
+                    "{}: {current:?} has no runbook_url",
+                    path.display()
+                );
+                current = Some(name.trim());
+                alerts += 1;
+            } else if let Some(url) = line.strip_prefix("runbook_url: ") {
+                let name = current.take().expect("runbook_url outside an alert");
+                let anchor = url.trim_matches('\'').rsplit('#').next().unwrap_or("");
+                assert_eq!(anchor, name.to_lowercase(), "{}: {name}", path.display());
+                assert!(
+                    headings.contains(&name),
+                    "docs/runbooks.md has no section {name}"
+                );
+                assert!(
+                    runbooks.contains(&format!("(#{anchor})")),
+                    "docs/runbooks.md's contents do not list {name}"
+                );
+            }
+        }
+        assert!(
+            current.is_none(),
+            "{}: {current:?} has no runbook_url",
+            path.display()
+        );
+    }
+    assert!(alerts >= 40, "only {alerts} alerts found");
+}
+
 #[test]
 fn promtool_242_test_files_pass_and_fail_alike() {
     let Some(dir) = shared() else { return };

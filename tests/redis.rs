@@ -46,6 +46,20 @@ async fn master_replica_and_failures() {
     for _ in 0..10 {
         cmd(m_addr, &["GET", "missing"]).await;
     }
+    // Every command goes to the slow log; one wrong-type call is an error
+    // reply, counted by prefix.
+    cmd(m_addr, &["CONFIG", "SET", "slowlog-log-slower-than", "0"]).await;
+    cmd(m_addr, &["LPUSH", "list", "x"]).await;
+    {
+        let client = redis::Client::open(format!("redis://{m_addr}")).expect("client");
+        let mut c = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect");
+        let wrong: Result<redis::Value, _> =
+            redis::cmd("INCR").arg("list").query_async(&mut c).await;
+        assert!(wrong.is_err(), "INCR on a list must fail");
+    }
     let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let silent_addr = silent.local_addr().expect("addr");
     let closed = homeostat_e2e::free_port();
@@ -85,7 +99,7 @@ collectors:
         r#"redis_up{instance="master"} == 1"#,
         r#"redis_instance_info{instance="master",role="master",redis_version=~"[0-9].*"}"#,
         r#"redis_instance_info{instance="replica",role="slave"}"#,
-        r#"redis_db_keys{instance="master",db="db0"} == 50"#,
+        r#"redis_db_keys{instance="master",db="db0"} == 51"#,
         r#"redis_db_keys_expiring{instance="master",db="db0"} == 1"#,
         r#"redis_keyspace_hits_total{instance="master"} >= 30"#,
         r#"redis_keyspace_misses_total{instance="master"} >= 10"#,
@@ -102,8 +116,24 @@ collectors:
         r#"redis_master_repl_offset{instance="master"} > 0"#,
         r#"redis_slave_repl_offset{instance="replica"} > 0"#,
         r#"redis_slave_info{instance="replica",read_only="1"}"#,
-        r#"redis_db_keys{instance="replica",db="db0"} == 50"#,
+        r#"redis_db_keys{instance="replica",db="db0"} == 51"#,
         r#"redis_exporter_last_scrape_ping_time_seconds{instance="master"} > 0"#,
+        r#"redis_commands_total{instance="master",cmd="get"} >= 40"#,
+        r#"redis_commands_duration_seconds_total{instance="master",cmd="set"} > 0"#,
+        r#"redis_commands_failed_calls_total{instance="master",cmd="incr"} == 1"#,
+        r#"redis_errors_total{instance="master",err="WRONGTYPE"} == 1"#,
+        r#"redis_total_error_replies{instance="master"} >= 1"#,
+        r#"redis_latency_percentiles_usec{instance="master",cmd="get",quantile="99"} > 0"#,
+        r#"redis_latency_percentiles_usec_count{instance="master",cmd="get"} >= 40"#,
+        r#"redis_slowlog_length{instance="master"} > 0"#,
+        r#"redis_slowlog_last_id{instance="master"} > 0"#,
+        r#"redis_last_slow_execution_duration_seconds{instance="master"} >= 0"#,
+        r#"redis_rdb_last_bgsave_status{instance="master"} == 1"#,
+        r#"redis_aof_last_write_status{instance="master"} == 1"#,
+        r#"redis_latest_fork_seconds{instance="master"} >= 0"#,
+        r#"abs(redis_start_time_seconds{instance="master"} - time()) < 600"#,
+        r#"redis_cpu_user_main_thread_seconds_total{instance="master"} > 0"#,
+        r#"redis_allocator_allocated_bytes{instance="master"} > 0"#,
     ] {
         assert!(
             h.wait_value(expr, t).await.is_some(),

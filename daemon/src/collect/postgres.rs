@@ -148,6 +148,34 @@ pub const PG_FAMILIES: &[(&str, &str, &str)] = &[
     ("pg_stat_database_blk_read_time", "counter", "Time spent reading blocks, milliseconds."),
     ("pg_stat_database_blk_write_time", "counter", "Time spent writing blocks, milliseconds."),
     ("pg_stat_database_stats_reset", "gauge", "When these statistics were last reset, unix seconds."),
+    ("pg_stat_database_checksum_failures", "counter", "Data page checksum failures (NaN without data checksums)."),
+    ("pg_stat_database_checksum_last_failure", "gauge", "Last checksum failure, unix seconds."),
+    ("pg_stat_database_session_time", "counter", "Time spent by sessions, milliseconds (PostgreSQL 14+)."),
+    ("pg_stat_database_active_time", "counter", "Time spent executing statements, milliseconds (PostgreSQL 14+)."),
+    ("pg_stat_database_idle_in_transaction_time", "counter", "Time spent idle in transaction, milliseconds (PostgreSQL 14+)."),
+    ("pg_stat_database_sessions", "counter", "Sessions established (PostgreSQL 14+)."),
+    ("pg_stat_database_sessions_abandoned", "counter", "Sessions ended by the client going away (PostgreSQL 14+)."),
+    ("pg_stat_database_sessions_fatal", "counter", "Sessions ended by fatal errors (PostgreSQL 14+)."),
+    ("pg_stat_database_sessions_killed", "counter", "Sessions ended by an operator (PostgreSQL 14+)."),
+    ("pg_stat_database_conflicts_confl_tablespace", "counter", "Replica: queries canceled by dropped tablespaces."),
+    ("pg_stat_database_conflicts_confl_lock", "counter", "Replica: queries canceled by lock timeouts."),
+    ("pg_stat_database_conflicts_confl_snapshot", "counter", "Replica: queries canceled by old snapshots."),
+    ("pg_stat_database_conflicts_confl_bufferpin", "counter", "Replica: queries canceled by pinned buffers."),
+    ("pg_stat_database_conflicts_confl_deadlock", "counter", "Replica: queries canceled by deadlocks."),
+    ("pg_stat_bgwriter_checkpoints_timed_total", "counter", "Scheduled checkpoints performed."),
+    ("pg_stat_bgwriter_checkpoints_req_total", "counter", "Requested checkpoints performed."),
+    ("pg_stat_bgwriter_checkpoint_write_time_total", "counter", "Time writing checkpoint files, milliseconds."),
+    ("pg_stat_bgwriter_checkpoint_sync_time_total", "counter", "Time syncing checkpoint files, milliseconds."),
+    ("pg_stat_bgwriter_buffers_checkpoint_total", "counter", "Buffers written during checkpoints."),
+    ("pg_stat_bgwriter_buffers_clean_total", "counter", "Buffers written by the background writer."),
+    ("pg_stat_bgwriter_maxwritten_clean_total", "counter", "Cleaning scans stopped for writing too many buffers."),
+    ("pg_stat_bgwriter_buffers_backend_total", "counter", "Buffers written directly by backends (before PostgreSQL 17)."),
+    ("pg_stat_bgwriter_buffers_backend_fsync_total", "counter", "fsyncs backends had to do themselves (before PostgreSQL 17)."),
+    ("pg_stat_bgwriter_buffers_alloc_total", "counter", "Buffers allocated."),
+    ("pg_stat_bgwriter_stats_reset_total", "counter", "When these statistics were last reset, unix seconds."),
+    ("pg_stat_archiver_archived_count", "counter", "WAL files archived."),
+    ("pg_stat_archiver_failed_count", "counter", "Failed attempts to archive WAL files."),
+    ("pg_stat_archiver_last_archive_age", "gauge", "Seconds since the last WAL file was archived (NaN before the first)."),
     ("pg_database_size_bytes", "gauge", "Disk space used by the database."),
     ("pg_locks_count", "gauge", "Locks held or awaited, by database and mode."),
     ("pg_replication_is_replica", "gauge", "1 when the server is in recovery (a replica)."),
@@ -158,6 +186,21 @@ pub const PG_FAMILIES: &[(&str, &str, &str)] = &[
     ("pg_stat_replication_write_lag_seconds", "gauge", "Primary: replica write lag (pg_stat_replication.write_lag)."),
     ("pg_stat_replication_flush_lag_seconds", "gauge", "Primary: replica flush lag (pg_stat_replication.flush_lag)."),
     ("pg_stat_replication_replay_lag_seconds", "gauge", "Primary: replica replay lag (pg_stat_replication.replay_lag)."),
+];
+
+/// pg_stat_bgwriter's families, in the column order of the collector's query.
+const BGWRITER_FAMILIES: [&str; 11] = [
+    "pg_stat_bgwriter_checkpoints_timed_total",
+    "pg_stat_bgwriter_checkpoints_req_total",
+    "pg_stat_bgwriter_checkpoint_write_time_total",
+    "pg_stat_bgwriter_checkpoint_sync_time_total",
+    "pg_stat_bgwriter_buffers_checkpoint_total",
+    "pg_stat_bgwriter_buffers_clean_total",
+    "pg_stat_bgwriter_maxwritten_clean_total",
+    "pg_stat_bgwriter_buffers_backend_total",
+    "pg_stat_bgwriter_buffers_backend_fsync_total",
+    "pg_stat_bgwriter_buffers_alloc_total",
+    "pg_stat_bgwriter_stats_reset_total",
 ];
 
 /// Metric families the PgBouncer collector writes.
@@ -297,7 +340,8 @@ impl PostgresCollector {
         let row = sqlx::query(
             "SELECT version(), current_setting('server_version'), \
              current_setting('max_connections')::float8, pg_is_in_recovery(), \
-             extract(epoch from pg_postmaster_start_time())::float8",
+             extract(epoch from pg_postmaster_start_time())::float8, \
+             current_setting('server_version_num')::int4",
         )
         .fetch_one(&mut *conn)
         .await
@@ -309,6 +353,9 @@ impl PostgresCollector {
             .try_get(3)
             .map_err(|e| sql_err("pg_is_in_recovery", e))?;
         let started: f64 = row.try_get(4).map_err(|e| sql_err("start time", e))?;
+        let version_num: i32 = row
+            .try_get(5)
+            .map_err(|e| sql_err("server_version_num", e))?;
         // postgres_exporter's short_version is major.minor.patch.
         let short_version = short
             .split_whitespace()
@@ -381,14 +428,33 @@ impl PostgresCollector {
             "blk_write_time",
             "stats_reset",
         ];
-        let cols: Vec<String> = DB_COLS
+        // Newer columns, where the server has them; `checksum_*` are NULL
+        // (NaN, as postgres_exporter shows them) without data checksums, and
+        // the session times are milliseconds, as the view and the exporter
+        // give them.
+        let mut db_cols: Vec<&str> = DB_COLS.to_vec();
+        if version_num >= 120000 {
+            db_cols.extend(["checksum_failures", "checksum_last_failure"]);
+        }
+        if version_num >= 140000 {
+            db_cols.extend([
+                "session_time",
+                "active_time",
+                "idle_in_transaction_time",
+                "sessions",
+                "sessions_abandoned",
+                "sessions_fatal",
+                "sessions_killed",
+            ]);
+        }
+        let cols: Vec<String> = db_cols
             .iter()
-            .map(|c| {
-                if *c == "stats_reset" {
-                    "COALESCE(extract(epoch from stats_reset), 0)::float8".to_string()
-                } else {
-                    format!("{c}::float8")
+            .map(|c| match *c {
+                "stats_reset" => "COALESCE(extract(epoch from stats_reset), 0)::float8".to_string(),
+                "checksum_last_failure" => {
+                    "extract(epoch from checksum_last_failure)::float8".to_string()
                 }
+                _ => format!("{c}::float8"),
             })
             .collect();
         let sql = format!(
@@ -398,9 +464,75 @@ impl PostgresCollector {
         for r in &fetch(conn, "pg_stat_database", &sql).await? {
             let (id, db) = (text(r, 0), text(r, 1));
             let l = [("datid", id.as_str()), ("datname", db.as_str())];
-            for (i, c) in DB_COLS.iter().enumerate() {
+            for (i, c) in db_cols.iter().enumerate() {
                 out.add(&format!("pg_stat_database_{c}"), &l, num(r, i + 2))?;
             }
+        }
+
+        // Queries canceled on a replica by recovery conflicts, by cause.
+        for r in &fetch(
+            conn,
+            "pg_stat_database_conflicts",
+            "SELECT datid::text, datname::text, confl_tablespace::float8, confl_lock::float8, \
+                    confl_snapshot::float8, confl_bufferpin::float8, confl_deadlock::float8 \
+             FROM pg_stat_database_conflicts WHERE datname IS NOT NULL",
+        )
+        .await?
+        {
+            let (id, db) = (text(r, 0), text(r, 1));
+            let l = [("datid", id.as_str()), ("datname", db.as_str())];
+            for (i, c) in ["tablespace", "lock", "snapshot", "bufferpin", "deadlock"]
+                .iter()
+                .enumerate()
+            {
+                out.add(
+                    &format!("pg_stat_database_conflicts_confl_{c}"),
+                    &l,
+                    num(r, i + 2),
+                )?;
+            }
+        }
+
+        // Checkpoint and background-writer pressure. PostgreSQL 17 moved the
+        // checkpoint counters to pg_stat_checkpointer and dropped the
+        // backend-write ones; those families are then absent.
+        let bgwriter = if version_num >= 170000 {
+            "SELECT c.num_timed::float8, c.num_requested::float8, c.write_time::float8, \
+                    c.sync_time::float8, c.buffers_written::float8, b.buffers_clean::float8, \
+                    b.maxwritten_clean::float8, NULL::float8, NULL::float8, \
+                    b.buffers_alloc::float8, extract(epoch from b.stats_reset)::float8 \
+             FROM pg_stat_bgwriter b, pg_stat_checkpointer c"
+        } else {
+            "SELECT checkpoints_timed::float8, checkpoints_req::float8, \
+                    checkpoint_write_time::float8, checkpoint_sync_time::float8, \
+                    buffers_checkpoint::float8, buffers_clean::float8, maxwritten_clean::float8, \
+                    buffers_backend::float8, buffers_backend_fsync::float8, buffers_alloc::float8, \
+                    extract(epoch from stats_reset)::float8 \
+             FROM pg_stat_bgwriter"
+        };
+        if let Some(r) = fetch(conn, "pg_stat_bgwriter", bgwriter).await?.first() {
+            for (i, name) in BGWRITER_FAMILIES.iter().enumerate() {
+                if let Ok(Some(v)) = r.try_get::<Option<f64>, _>(i) {
+                    out.add(name, &[], v)?;
+                }
+            }
+        }
+
+        // WAL archiving; the age is NaN until a first segment is archived,
+        // as postgres_exporter reports it.
+        if let Some(r) = fetch(
+            conn,
+            "pg_stat_archiver",
+            "SELECT archived_count::float8, failed_count::float8, \
+                    extract(epoch from now() - last_archived_time)::float8 \
+             FROM pg_stat_archiver",
+        )
+        .await?
+        .first()
+        {
+            out.add("pg_stat_archiver_archived_count", &[], num(r, 0))?;
+            out.add("pg_stat_archiver_failed_count", &[], num(r, 1))?;
+            out.add("pg_stat_archiver_last_archive_age", &[], num(r, 2))?;
         }
 
         for r in &fetch(

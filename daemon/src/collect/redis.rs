@@ -2,9 +2,11 @@
 //! alerts work unchanged.
 //!
 //! Owns one multiplexed connection per server (reopened after any error), the
-//! INFO parser and the INFO → metric-name table. Reads only (`INFO`, `PING`,
-//! `CONFIG GET maxclients|maxmemory`, the last being optional because managed
-//! Redis often disables CONFIG). Never touches the store directly.
+//! INFO parser and the INFO → metric-name table. Reads only (`PING`, `INFO ALL`
+//! with its commandstats, errorstats and latencystats sections, `SLOWLOG
+//! LEN`/`GET 1`, `CONFIG GET maxclients|maxmemory`; the last two optional,
+//! because managed Redis and ACLs often disable them). Never touches the
+//! store directly.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -169,7 +171,130 @@ const INFO_FIELDS: &[(&str, &str, &str)] = &[
     ),
     ("pubsub_channels", "pubsub_channels", "gauge"),
     ("pubsub_patterns", "pubsub_patterns", "gauge"),
-    ("latest_fork_usec", "latest_fork_usec", "gauge"),
+    ("mem_clients_normal", "mem_clients_normal", "gauge"),
+    ("mem_clients_slaves", "mem_clients_slaves", "gauge"),
+    (
+        "mem_not_counted_for_evict",
+        "mem_not_counted_for_eviction_bytes",
+        "gauge",
+    ),
+    ("allocator_active", "allocator_active_bytes", "gauge"),
+    ("allocator_allocated", "allocator_allocated_bytes", "gauge"),
+    ("allocator_frag_bytes", "allocator_frag_bytes", "gauge"),
+    ("allocator_frag_ratio", "allocator_frag_ratio", "gauge"),
+    ("allocator_resident", "allocator_resident_bytes", "gauge"),
+    ("allocator_rss_bytes", "allocator_rss_bytes", "gauge"),
+    ("allocator_rss_ratio", "allocator_rss_ratio", "gauge"),
+    (
+        "lazyfree_pending_objects",
+        "lazyfree_pending_objects",
+        "gauge",
+    ),
+    ("active_defrag_running", "active_defrag_running", "gauge"),
+    ("active_defrag_hits", "defrag_hits", "gauge"),
+    ("active_defrag_misses", "defrag_misses", "gauge"),
+    ("active_defrag_key_hits", "defrag_key_hits", "gauge"),
+    ("active_defrag_key_misses", "defrag_key_misses", "gauge"),
+    (
+        "rdb_current_bgsave_time_sec",
+        "rdb_current_bgsave_duration_sec",
+        "gauge",
+    ),
+    ("rdb_last_cow_size", "rdb_last_cow_size_bytes", "gauge"),
+    ("aof_rewrite_scheduled", "aof_rewrite_scheduled", "gauge"),
+    (
+        "aof_current_rewrite_time_sec",
+        "aof_current_rewrite_duration_sec",
+        "gauge",
+    ),
+    (
+        "aof_last_rewrite_time_sec",
+        "aof_last_rewrite_duration_sec",
+        "gauge",
+    ),
+    ("aof_last_cow_size", "aof_last_cow_size_bytes", "gauge"),
+    (
+        "module_fork_in_progress",
+        "module_fork_in_progress",
+        "gauge",
+    ),
+    (
+        "module_fork_last_cow_size",
+        "module_fork_last_cow_size",
+        "gauge",
+    ),
+    (
+        "client_recent_max_input_buffer",
+        "client_recent_max_input_buffer_bytes",
+        "gauge",
+    ),
+    (
+        "client_recent_max_output_buffer",
+        "client_recent_max_output_buffer_bytes",
+        "gauge",
+    ),
+    (
+        "clients_in_timeout_table",
+        "clients_in_timeout_table",
+        "gauge",
+    ),
+    ("cluster_enabled", "cluster_enabled", "gauge"),
+    ("cluster_connections", "cluster_connections", "gauge"),
+    (
+        "number_of_cached_scripts",
+        "number_of_cached_scripts",
+        "gauge",
+    ),
+    ("expired_stale_perc", "expired_stale_percentage", "gauge"),
+    (
+        "expired_time_cap_reached_count",
+        "expired_time_cap_reached_total",
+        "gauge",
+    ),
+    (
+        "migrate_cached_sockets",
+        "migrate_cached_sockets_total",
+        "gauge",
+    ),
+    (
+        "slave_expires_tracked_keys",
+        "slave_expires_tracked_keys",
+        "gauge",
+    ),
+    ("tracking_total_keys", "tracking_total_keys", "gauge"),
+    ("tracking_total_items", "tracking_total_items", "gauge"),
+    (
+        "tracking_total_prefixes",
+        "tracking_total_prefixes",
+        "gauge",
+    ),
+    ("io_threads_active", "io_threads_active", "gauge"),
+    (
+        "io_threaded_reads_processed",
+        "io_threaded_reads_processed",
+        "counter",
+    ),
+    (
+        "io_threaded_writes_processed",
+        "io_threaded_writes_processed",
+        "counter",
+    ),
+    ("total_reads_processed", "total_reads_processed", "counter"),
+    (
+        "total_writes_processed",
+        "total_writes_processed",
+        "counter",
+    ),
+    (
+        "dump_payload_sanitizations",
+        "dump_payload_sanitizations",
+        "counter",
+    ),
+    (
+        "unexpected_error_replies",
+        "unexpected_error_replies",
+        "counter",
+    ),
     (
         "total_connections_received",
         "connections_received_total",
@@ -206,7 +331,7 @@ const INFO_FIELDS: &[(&str, &str, &str)] = &[
         "replica_partial_resync_denied",
         "counter",
     ),
-    ("total_error_replies", "errors_total", "counter"),
+    ("total_error_replies", "total_error_replies", "counter"),
     ("used_cpu_sys", "cpu_sys_seconds_total", "counter"),
     ("used_cpu_user", "cpu_user_seconds_total", "counter"),
     (
@@ -219,6 +344,24 @@ const INFO_FIELDS: &[(&str, &str, &str)] = &[
         "cpu_user_children_seconds_total",
         "counter",
     ),
+    (
+        "used_cpu_sys_main_thread",
+        "cpu_sys_main_thread_seconds_total",
+        "counter",
+    ),
+    (
+        "used_cpu_user_main_thread",
+        "cpu_user_main_thread_seconds_total",
+        "counter",
+    ),
+];
+
+/// INFO fields that say `ok` or `err`: 1 for ok, as redis_exporter reports
+/// them (an alert on `== 0` catches a failing save or AOF write).
+const STATUS_FIELDS: &[(&str, &str)] = &[
+    ("rdb_last_bgsave_status", "rdb_last_bgsave_status"),
+    ("aof_last_write_status", "aof_last_write_status"),
+    ("aof_last_bgrewrite_status", "aof_last_bgrewrite_status"),
 ];
 
 /// Families written besides [`INFO_FIELDS`].
@@ -279,6 +422,72 @@ const OTHER_FAMILIES: &[(&str, &str, &str)] = &[
         "gauge",
         "Round trip of a PING, seconds.",
     ),
+    (
+        "redis_latest_fork_seconds",
+        "gauge",
+        "Duration of the latest fork (INFO latest_fork_usec), seconds.",
+    ),
+    (
+        "redis_start_time_seconds",
+        "gauge",
+        "When the server started, unix seconds (server_time_usec - uptime).",
+    ),
+    (
+        "redis_rdb_last_bgsave_status",
+        "gauge",
+        "1 when the last RDB save succeeded.",
+    ),
+    (
+        "redis_aof_last_write_status",
+        "gauge",
+        "1 when the last AOF write succeeded.",
+    ),
+    (
+        "redis_aof_last_bgrewrite_status",
+        "gauge",
+        "1 when the last AOF rewrite succeeded.",
+    ),
+    (
+        "redis_commands_total",
+        "counter",
+        "Calls per command (INFO commandstats).",
+    ),
+    (
+        "redis_commands_duration_seconds_total",
+        "counter",
+        "Time spent per command, seconds.",
+    ),
+    (
+        "redis_commands_failed_calls_total",
+        "counter",
+        "Calls per command that failed while running.",
+    ),
+    (
+        "redis_commands_rejected_calls_total",
+        "counter",
+        "Calls per command rejected before running (ACL, OOM, bad arguments).",
+    ),
+    (
+        "redis_errors_total",
+        "counter",
+        "Error replies by error prefix (INFO errorstats).",
+    ),
+    (
+        "redis_latency_percentiles_usec",
+        "summary",
+        "Per-command latency percentiles, microseconds (INFO latencystats).",
+    ),
+    ("redis_slowlog_length", "gauge", "Entries in the slow log."),
+    (
+        "redis_slowlog_last_id",
+        "gauge",
+        "ID of the newest slow log entry.",
+    ),
+    (
+        "redis_last_slow_execution_duration_seconds",
+        "gauge",
+        "Duration of the newest slow log entry, seconds.",
+    ),
 ];
 
 /// Every family this collector writes, for `/api/v1/metadata`.
@@ -318,6 +527,22 @@ pub fn emit_info(info: &str, out: &mut ScrapeBatch<'_>) -> Result<(), CollectErr
         }
     }
     let get = |k: &str| fields.get(k).copied().unwrap_or_default();
+    let number = |k: &str| fields.get(k).and_then(|v| v.parse::<f64>().ok());
+    for (field, name) in STATUS_FIELDS {
+        if let Some(v) = fields.get(field) {
+            out.add(
+                &format!("redis_{name}"),
+                &[],
+                if *v == "ok" { 1.0 } else { 0.0 },
+            )?;
+        }
+    }
+    if let Some(us) = number("latest_fork_usec") {
+        out.add("redis_latest_fork_seconds", &[], us / 1e6)?;
+    }
+    if let (Some(now), Some(up)) = (number("server_time_usec"), number("uptime_in_seconds")) {
+        out.add("redis_start_time_seconds", &[], (now / 1e6 - up).round())?;
+    }
     let role = get("role");
     out.add(
         "redis_instance_info",
@@ -372,6 +597,63 @@ pub fn emit_info(info: &str, out: &mut ScrapeBatch<'_>) -> Result<(), CollectErr
                 out.add("redis_connected_slave_lag_seconds", &l, lag)?;
             }
         }
+        // cmdstat_get:calls=1,usec=2,usec_per_call=2.00,rejected_calls=0,failed_calls=0
+        if let Some(cmd) = k.strip_prefix("cmdstat_") {
+            let kv = parse_kv_list(v);
+            let num = |f: &str| kv.get(f).and_then(|x| x.parse::<f64>().ok());
+            let l = [("cmd", cmd)];
+            if let Some(x) = num("calls") {
+                out.add("redis_commands_total", &l, x)?;
+            }
+            if let Some(x) = num("usec") {
+                out.add("redis_commands_duration_seconds_total", &l, x / 1e6)?;
+            }
+            if let Some(x) = num("rejected_calls") {
+                out.add("redis_commands_rejected_calls_total", &l, x)?;
+            }
+            if let Some(x) = num("failed_calls") {
+                out.add("redis_commands_failed_calls_total", &l, x)?;
+            }
+            continue;
+        }
+        // errorstat_ERR:count=1
+        if let Some(err) = k.strip_prefix("errorstat_") {
+            if let Some(x) = parse_kv_list(v)
+                .get("count")
+                .and_then(|x| x.parse::<f64>().ok())
+            {
+                out.add("redis_errors_total", &[("err", err)], x)?;
+            }
+            continue;
+        }
+        // latency_percentiles_usec_get:p50=2.007,p99=2.007,p99.9=2.007; the
+        // summary's _sum and _count come from the command's commandstats,
+        // as redis_exporter takes them.
+        if let Some(cmd) = k.strip_prefix("latency_percentiles_usec_") {
+            for (q, x) in parse_kv_list(v) {
+                let (Some(q), Ok(x)) = (q.strip_prefix('p'), x.parse::<f64>()) else {
+                    continue;
+                };
+                out.add(
+                    "redis_latency_percentiles_usec",
+                    &[("cmd", cmd), ("quantile", q)],
+                    x,
+                )?;
+            }
+            if let Some(stat) = fields.get(format!("cmdstat_{cmd}").as_str()) {
+                let kv = parse_kv_list(stat);
+                let num = |f: &str| kv.get(f).and_then(|x| x.parse::<f64>().ok());
+                if let (Some(usec), Some(calls)) = (num("usec"), num("calls")) {
+                    out.add("redis_latency_percentiles_usec_sum", &[("cmd", cmd)], usec)?;
+                    out.add(
+                        "redis_latency_percentiles_usec_count",
+                        &[("cmd", cmd)],
+                        calls,
+                    )?;
+                }
+            }
+            continue;
+        }
         // db0:keys=10,expires=2,avg_ttl=0
         if let Some(n) = k.strip_prefix("db") {
             if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
@@ -392,6 +674,18 @@ pub fn emit_info(info: &str, out: &mut ScrapeBatch<'_>) -> Result<(), CollectErr
         }
     }
     Ok(())
+}
+
+/// `(id, unix time, duration µs)` of one SLOWLOG GET entry.
+fn slowlog_entry(v: &redis::Value) -> Option<(i64, i64, i64)> {
+    let redis::Value::Array(items) = v else {
+        return None;
+    };
+    let int = |i: usize| match items.get(i) {
+        Some(redis::Value::Int(n)) => Some(*n),
+        _ => None,
+    };
+    Some((int(0)?, int(1)?, int(2)?))
 }
 
 /// Reads one Redis server.
@@ -429,6 +723,28 @@ impl RedisCollector {
         out.add("redis_up", &[], 1.0)?;
         out.add("redis_exporter_last_scrape_ping_time_seconds", &[], ping)?;
         emit_info(&info, out)?;
+        // The slow log, where an ACL allows it: not an error when it does not.
+        let len: Result<f64, _> = redis::cmd("SLOWLOG").arg("LEN").query_async(conn).await;
+        if let Ok(len) = len {
+            out.add("redis_slowlog_length", &[], len)?;
+            // Each entry: [id, unix time, duration in µs, args, …].
+            let newest: Result<Vec<(i64, i64, i64)>, _> = redis::cmd("SLOWLOG")
+                .arg("GET")
+                .arg(1)
+                .query_async::<Vec<redis::Value>>(conn)
+                .await
+                .map(|entries| entries.iter().filter_map(slowlog_entry).collect());
+            let (id, micros) = newest
+                .ok()
+                .and_then(|v| v.first().map(|e| (e.0, e.2)))
+                .unwrap_or((0, 0));
+            out.add("redis_slowlog_last_id", &[], id as f64)?;
+            out.add(
+                "redis_last_slow_execution_duration_seconds",
+                &[],
+                micros as f64 / 1e6,
+            )?;
+        }
         for key in ["maxclients", "maxmemory"] {
             // Managed Redis renames or disables CONFIG: not an error.
             let r: Result<Vec<String>, _> = redis::cmd("CONFIG")
