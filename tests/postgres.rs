@@ -188,6 +188,14 @@ collectors:
             "archiver",
         ),
         (
+            q(r#"pg_settings_shared_buffers_bytes{instance="primary"} >= 131072"#),
+            "server settings, in bytes",
+        ),
+        (
+            q(r#"pg_settings_hot_standby{instance="replica"} == 1"#),
+            "server settings, booleans",
+        ),
+        (
             q(r#"pg_database_size_bytes{instance="primary",datname="postgres"} > 1e6"#),
             "size",
         ),

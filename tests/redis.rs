@@ -109,6 +109,7 @@ collectors:
         r#"redis_commands_processed_total{instance="master"} > 90"#,
         r#"redis_evicted_keys_total{instance="master"} == 0"#,
         r#"redis_config_maxclients{instance="master"} > 0"#,
+        r#"redis_config_io_threads{instance="master"} >= 1"#,
         r#"redis_connected_slaves{instance="master"} == 1"#,
         r#"redis_connected_slave_offset_bytes{instance="master",slave_state="online"} > 0"#,
         r#"redis_master_link_up{instance="replica"} == 1"#,

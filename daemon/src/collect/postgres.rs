@@ -127,7 +127,7 @@ pub const PG_FAMILIES: &[(&str, &str, &str)] = &[
     ("pg_up", "gauge", "Whether the last scrape could query the server (1 while reachable; a failed scrape is up 0)."),
     ("pg_static", "gauge", "Server version, as labels."),
     ("pg_postmaster_start_time_seconds", "gauge", "When the server started, unix seconds."),
-    ("pg_settings_max_connections", "gauge", "max_connections."),
+    ("pg_settings_max_connections", "gauge", "max_connections; every other numeric or boolean setting is pg_settings_<name>[_seconds|_bytes], converted as postgres_exporter does."),
     ("pg_stat_activity_count", "gauge", "Backends by database and state."),
     ("pg_stat_activity_max_tx_duration", "gauge", "Oldest open transaction by database and state, seconds."),
     ("pg_stat_activity_max_query_duration", "gauge", "Longest running statement by database and state, seconds."),
@@ -376,6 +376,22 @@ impl PostgresCollector {
         )?;
         out.add("pg_postmaster_start_time_seconds", &[], started)?;
         out.add("pg_settings_max_connections", &[], max_conn)?;
+        // Every other numeric or boolean server setting, as postgres_exporter
+        // names and converts them (pg_settings_shared_buffers_bytes,
+        // pg_settings_checkpoint_timeout_seconds, …).
+        for r in &fetch(
+            conn,
+            "pg_settings",
+            "SELECT name, setting, COALESCE(unit, ''), vartype FROM pg_settings \
+             WHERE vartype IN ('bool', 'integer', 'real') AND name <> 'max_connections'",
+        )
+        .await?
+        {
+            let (name, setting, unit, vartype) = (text(r, 0), text(r, 1), text(r, 2), text(r, 3));
+            if let Some((metric, v)) = setting_sample(&name, &setting, &unit, &vartype) {
+                out.add(&metric, &[], v)?;
+            }
+        }
         out.add(
             "pg_replication_is_replica",
             &[],
@@ -628,6 +644,42 @@ impl PostgresCollector {
     }
 }
 
+/// One `pg_settings` row as postgres_exporter exposes it: the name with `.`
+/// as `_`, durations in seconds (`_seconds`) and sizes in bytes (`_bytes`),
+/// booleans as 1/0, and -1 ("disabled") left as it is. `None` for a value
+/// that is not a number or a unit PostgreSQL does not document.
+fn setting_sample(name: &str, setting: &str, unit: &str, vartype: &str) -> Option<(String, f64)> {
+    let base = format!("pg_settings_{}", name.replace('.', "_"));
+    if vartype == "bool" {
+        return Some((base, if setting == "on" { 1.0 } else { 0.0 }));
+    }
+    let v: f64 = setting.parse().ok()?;
+    let (suffix, scale) = match unit {
+        "" => return Some((base, v)),
+        "ms" => ("seconds", 1e-3),
+        "s" => ("seconds", 1.0),
+        "min" => ("seconds", 60.0),
+        "h" => ("seconds", 3600.0),
+        "d" => ("seconds", 86400.0),
+        "B" => ("bytes", 1.0),
+        "kB" => ("bytes", 1024.0),
+        "MB" => ("bytes", 1024.0 * 1024.0),
+        "GB" => ("bytes", 1024.0 * 1024.0 * 1024.0),
+        "TB" => ("bytes", 1024.0 * 1024.0 * 1024.0 * 1024.0),
+        // Sizes counted in pages or WAL segments: "8kB", "16MB", ….
+        u => {
+            let (n, per) = if let Some(n) = u.strip_suffix("kB") {
+                (n, 1024.0)
+            } else {
+                (u.strip_suffix("MB")?, 1024.0 * 1024.0)
+            };
+            ("bytes", n.parse::<f64>().ok()? * per)
+        }
+    };
+    let v = if v == -1.0 { v } else { v * scale };
+    Some((format!("{base}_{suffix}"), v))
+}
+
 async fn fetch(conn: &mut PgConnection, what: &str, sql: &str) -> Result<Vec<PgRow>, CollectError> {
     sqlx::query(sql)
         .fetch_all(conn)
@@ -862,6 +914,110 @@ impl Collector for PgbouncerCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn settings_are_named_and_converted_as_postgres_exporter_does() {
+        let cases = [
+            (
+                "shared_buffers",
+                "16384",
+                "8kB",
+                "integer",
+                "pg_settings_shared_buffers_bytes",
+                134217728.0,
+            ),
+            (
+                "checkpoint_timeout",
+                "300",
+                "s",
+                "integer",
+                "pg_settings_checkpoint_timeout_seconds",
+                300.0,
+            ),
+            (
+                "deadlock_timeout",
+                "1000",
+                "ms",
+                "integer",
+                "pg_settings_deadlock_timeout_seconds",
+                1.0,
+            ),
+            (
+                "max_wal_size",
+                "1024",
+                "MB",
+                "integer",
+                "pg_settings_max_wal_size_bytes",
+                1073741824.0,
+            ),
+            (
+                "wal_segment_size",
+                "16777216",
+                "B",
+                "integer",
+                "pg_settings_wal_segment_size_bytes",
+                16777216.0,
+            ),
+            (
+                "work_mem",
+                "4096",
+                "kB",
+                "integer",
+                "pg_settings_work_mem_bytes",
+                4194304.0,
+            ),
+            (
+                "statement_timeout",
+                "0",
+                "ms",
+                "integer",
+                "pg_settings_statement_timeout_seconds",
+                0.0,
+            ),
+            (
+                "log_min_duration_statement",
+                "-1",
+                "ms",
+                "integer",
+                "pg_settings_log_min_duration_statement_seconds",
+                -1.0,
+            ),
+            ("fsync", "on", "", "bool", "pg_settings_fsync", 1.0),
+            (
+                "hot_standby",
+                "off",
+                "",
+                "bool",
+                "pg_settings_hot_standby",
+                0.0,
+            ),
+            (
+                "random_page_cost",
+                "1.1",
+                "",
+                "real",
+                "pg_settings_random_page_cost",
+                1.1,
+            ),
+            (
+                "pg_stat_statements.max",
+                "5000",
+                "",
+                "integer",
+                "pg_settings_pg_stat_statements_max",
+                5000.0,
+            ),
+        ];
+        for (name, setting, unit, vartype, metric, value) in cases {
+            assert_eq!(
+                setting_sample(name, setting, unit, vartype),
+                Some((metric.to_string(), value)),
+                "{name}"
+            );
+        }
+        assert_eq!(setting_sample("x", "1", "furlong", "integer"), None);
+        assert_eq!(setting_sample("x", "many", "", "integer"), None);
+    }
 
     #[test]
     fn target_hides_credentials_and_labels_role() {

@@ -4,7 +4,7 @@
 //! Owns one multiplexed connection per server (reopened after any error), the
 //! INFO parser and the INFO → metric-name table. Reads only (`PING`, `INFO ALL`
 //! with its commandstats, errorstats and latencystats sections, `SLOWLOG
-//! LEN`/`GET 1`, `CONFIG GET maxclients|maxmemory`; the last two optional,
+//! LEN`/`GET 1`, `CONFIG GET maxclients|maxmemory|io-threads`; the last two optional,
 //! because managed Redis and ACLs often disable them). Never touches the
 //! store directly.
 
@@ -418,6 +418,11 @@ const OTHER_FAMILIES: &[(&str, &str, &str)] = &[
         "CONFIG GET maxmemory (absent where CONFIG is disabled).",
     ),
     (
+        "redis_config_io_threads",
+        "gauge",
+        "CONFIG GET io-threads (absent where CONFIG is disabled).",
+    ),
+    (
         "redis_exporter_last_scrape_ping_time_seconds",
         "gauge",
         "Round trip of a PING, seconds.",
@@ -745,7 +750,7 @@ impl RedisCollector {
                 micros as f64 / 1e6,
             )?;
         }
-        for key in ["maxclients", "maxmemory"] {
+        for key in ["maxclients", "maxmemory", "io-threads"] {
             // Managed Redis renames or disables CONFIG: not an error.
             let r: Result<Vec<String>, _> = redis::cmd("CONFIG")
                 .arg("GET")
@@ -754,7 +759,7 @@ impl RedisCollector {
                 .await;
             if let Ok(pair) = r {
                 if let Some(v) = pair.get(1).and_then(|v| v.parse::<f64>().ok()) {
-                    out.add(&format!("redis_config_{key}"), &[], v)?;
+                    out.add(&format!("redis_config_{}", key.replace('-', "_")), &[], v)?;
                 }
             }
         }
