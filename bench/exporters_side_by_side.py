@@ -67,6 +67,33 @@ def families(url):
     return {f for f in out if not f.startswith(SELF_PREFIXES)}
 
 
+def exporter_values(url, prefix):
+    """name -> value of the exporter's label-free (or server-labelled) series
+    whose name starts with prefix."""
+    with urllib.request.urlopen(url, timeout=10) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if not line.startswith(prefix):
+            continue
+        head, _, value = line.rpartition(" ")
+        name = head.split("{", 1)[0]
+        if "{" in head and not head.split("{", 1)[1].startswith("server="):
+            continue
+        out[name] = float(value)
+    return out
+
+
+def homeostat_values(addr, job, prefix):
+    q = urllib.parse.quote('{__name__=~"%s.*",job="%s"}' % (prefix, job))
+    v = benchlib.get_json(f"http://{addr}/api/v1/query?query={q}")
+    return {r["metric"]["__name__"]: float(r["value"][1]) for r in v["data"]["result"]}
+
+
+def same(a, b):
+    return a == b or (a != a and b != b) or abs(a - b) <= 1e-9 * max(abs(a), abs(b))
+
+
 def homeostat_families(addr, job):
     q = urllib.parse.quote('{job="%s"}' % job)
     v = benchlib.get_json(f"http://{addr}/api/v1/series?match[]={q}")
@@ -181,12 +208,16 @@ def run(args, work, procs):
     for name, proc, port in [("postgres", pge, pge_port), ("redis", ree, re_port)]:
         url = f"http://127.0.0.1:{port}/metrics"
         fams = families(url)
+        # Values that do not move during the run, to compare with homeostat's.
+        static_prefix = {"postgres": "pg_settings_", "redis": "redis_config_"}[name]
+        exporter_static = exporter_values(url, static_prefix)
         urllib.request.urlopen(url).read()  # warm up connections
         c0, d0 = benchlib.cpu_seconds(proc.pid), children_cpu(pg.pid)
         for _ in range(args.rounds):
             urllib.request.urlopen(url, timeout=10).read()
         c1, d1 = benchlib.cpu_seconds(proc.pid), children_cpu(pg.pid)
-        results[name] = {"exporter_families": fams, "exporter_cpu": (c1 - c0) / args.rounds,
+        results[name] = {"exporter_families": fams, "exporter_static": (static_prefix, exporter_static),
+                         "exporter_cpu": (c1 - c0) / args.rounds,
                          "exporter_pg_cpu": (d1 - d0) / args.rounds}
     # Stop the exporters so they add nothing to the database's CPU below.
     retire(procs, pge, ree)
@@ -204,6 +235,7 @@ def run(args, work, procs):
         c1, d1, t1 = benchlib.cpu_seconds(h.pid), children_cpu(pg.pid), time.time()
         rounds = t1 - t0
         results[name]["homeostat_families"] = homeostat_families(h_addr, name)
+        results[name]["homeostat_static"] = homeostat_values(h_addr, name, results[name]["exporter_static"][0])
         results[name]["homeostat_cpu"] = (c1 - c0) / rounds
         results[name]["homeostat_pg_cpu"] = (d1 - d0) / rounds
         retire(procs, h)
@@ -223,6 +255,13 @@ def run(args, work, procs):
         print("| family | exporter | homeostat |\n|---|---|---|")
         for f in sorted(ef | hf):
             print(f"| `{f}` | {'yes' if f in ef else ''} | {'yes' if f in hf else ''} |")
+        prefix, ev = r["exporter_static"]
+        hv = r["homeostat_static"]
+        common = sorted(set(ev) & set(hv))
+        differ = [f"{k}: exporter {ev[k]!r}, homeostat {hv[k]!r}" for k in common if not same(ev[k], hv[k])]
+        print(f"\nvalues of {prefix}*: {len(common) - len(differ)} of {len(common)} series equal")
+        for d in differ:
+            print(f"  differs: {d}")
         print(f"\nonly in the exporter ({len(missing)}): {', '.join(missing)}")
         print(f"only in homeostat ({len(extra)}): {', '.join(extra)}")
 

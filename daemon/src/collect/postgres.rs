@@ -378,12 +378,16 @@ impl PostgresCollector {
         out.add("pg_settings_max_connections", &[], max_conn)?;
         // Every other numeric or boolean server setting, as postgres_exporter
         // names and converts them (pg_settings_shared_buffers_bytes,
-        // pg_settings_checkpoint_timeout_seconds, …).
+        // pg_settings_checkpoint_timeout_seconds, …). Settings whose source is
+        // `client` were set by homeostat's own connection (statement_timeout,
+        // to the scrape timeout): their value describes this session, not
+        // the server, so they are left out.
         for r in &fetch(
             conn,
             "pg_settings",
             "SELECT name, setting, COALESCE(unit, ''), vartype FROM pg_settings \
-             WHERE vartype IN ('bool', 'integer', 'real') AND name <> 'max_connections'",
+             WHERE vartype IN ('bool', 'integer', 'real') AND name <> 'max_connections' \
+               AND source <> 'client'",
         )
         .await?
         {
