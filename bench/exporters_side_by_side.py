@@ -14,7 +14,7 @@ collector at a time on a 1s interval for N seconds. homeostat's figure includes
 writing the samples into its store; the exporters' does not include the
 Prometheus that would ingest them, so the comparison favours the exporters.
 
-Usage: bench/exporters_side_by_side.py [--rounds 60] [--homeostat target/release/homeostat]
+Usage: bench/exporters_side_by_side.py [--rounds 30] [--homeostat target/release/homeostat]
 """
 import argparse
 import os
