@@ -198,7 +198,7 @@ async fn credentials_refused_arm_unreachable_and_workload_identity_rotation() {
     // through the default chain (no AZURE_CREDENTIAL_KIND).
     let dir = homeostat_e2e::temp_dir();
     let file = dir.path().join("azure-identity-token");
-    std::fs::write(&file, "federated-assertion-1\n").expect("token file");
+    std::fs::write(&file, "federated-assertion-1").expect("token file");
     arm.set_token_lifetime(22);
     let before = arm.token_requests();
     let file_env = file.display().to_string();
@@ -219,7 +219,7 @@ async fn credentials_refused_arm_unreachable_and_workload_identity_rotation() {
     // The kubelet rotates the file; Entra ID no longer takes the old
     // assertion. The next token (2 s from now: 22 s tokens are refreshed
     // 20 s early) must be fetched with the new one.
-    std::fs::write(&file, "federated-assertion-2\n").expect("token file");
+    std::fs::write(&file, "federated-assertion-2").expect("token file");
     arm.set_federated_assertion("federated-assertion-2");
     let rotated = homeostat_e2e::wait_until(T, || async {
         arm.last_assertion().as_deref() == Some("federated-assertion-2")

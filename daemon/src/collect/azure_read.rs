@@ -1211,16 +1211,19 @@ struct TokenHttp {
 /// Upper bound on the part of a token refusal kept for the target list.
 const MAX_REFUSAL_CHARS: usize = 300;
 
-/// `401 invalid_client: AADSTS7000215: Invalid client secret provided. …`
-/// from an Entra ID (OAuth 2.0) error body; the status alone when the body
-/// is not one.
-fn describe_refusal(status: u16, body: &[u8]) -> String {
+/// `token endpoint <url> answered 401 invalid_client: AADSTS7000215: Invalid
+/// client secret provided. …` from an Entra ID (OAuth 2.0) error body; the
+/// status alone when the body is not one. The URL (without its query) says
+/// which credential of a chain was refused.
+fn describe_refusal(url: &Url, status: u16, body: &[u8]) -> String {
     #[derive(serde::Deserialize)]
     struct OAuthError {
         error: String,
         error_description: Option<String>,
     }
-    let mut text = format!("token endpoint answered {status}");
+    let mut shown = url.clone();
+    shown.set_query(None);
+    let mut text = format!("token endpoint {shown} answered {status}");
     if let Ok(e) = serde_json::from_slice::<OAuthError>(body) {
         text.push_str(&format!(" {}", e.error));
         // Entra ID appends "\r\nTrace ID: …" lines: the first line is the reason.
@@ -1249,7 +1252,7 @@ impl HttpClient for TokenHttp {
         }
         let (status, headers, body) = rsp.deconstruct();
         let bytes = body.collect().await?;
-        *self.refusal.lock() = Some(describe_refusal(u16::from(status), &bytes));
+        *self.refusal.lock() = Some(describe_refusal(request.url(), u16::from(status), &bytes));
         Ok(azure_core::Response::new(
             status,
             headers,
@@ -1478,19 +1481,23 @@ mod tests {
     #[test]
     fn token_refusals_keep_entra_ids_reason() {
         let body = br#"{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided.\r\nTrace ID: 1\r\nCorrelation ID: 2","error_codes":[7000215]}"#;
+        let url =
+            Url::parse("https://login.microsoftonline.com/t/oauth2/v2.0/token?x=1").expect("url");
         assert_eq!(
-            describe_refusal(401, body),
-            "token endpoint answered 401 invalid_client: AADSTS7000215: Invalid client secret provided."
+            describe_refusal(&url, 401, body),
+            "token endpoint https://login.microsoftonline.com/t/oauth2/v2.0/token answered 401 invalid_client: AADSTS7000215: Invalid client secret provided."
         );
         assert_eq!(
-            describe_refusal(502, b"<html>"),
-            "token endpoint answered 502"
+            describe_refusal(&url, 502, b"<html>"),
+            "token endpoint https://login.microsoftonline.com/t/oauth2/v2.0/token answered 502"
         );
         let long = format!(
             r#"{{"error":"x","error_description":"{}"}}"#,
             "y".repeat(1000)
         );
-        assert!(describe_refusal(400, long.as_bytes()).chars().count() <= MAX_REFUSAL_CHARS + 1);
+        assert!(
+            describe_refusal(&url, 400, long.as_bytes()).chars().count() <= MAX_REFUSAL_CHARS + 1
+        );
     }
 
     #[test]
