@@ -1301,6 +1301,7 @@ pub struct FederatedTokenFile {
     current: tokio::sync::Mutex<Option<(String, Arc<WorkloadIdentityCredential>)>>,
 }
 
+// Written by hand: the cached assertion is a credential and is never printed.
 impl std::fmt::Debug for FederatedTokenFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FederatedTokenFile")

@@ -522,17 +522,21 @@ fn parse_kv_list(v: &str) -> BTreeMap<&str, &str> {
     v.split(',').filter_map(|p| p.split_once('=')).collect()
 }
 
+/// A numeric value from INFO's fields or from one of its `a=1,b=2` lists.
+fn number(map: &BTreeMap<&str, &str>, key: &str) -> Option<f64> {
+    map.get(key).and_then(|v| v.parse::<f64>().ok())
+}
+
 /// Turns one INFO reply into samples. Separate from the connection so it can
 /// be tested on recorded replies.
 pub fn emit_info(info: &str, out: &mut ScrapeBatch<'_>) -> Result<(), CollectError> {
     let fields = parse_info(info);
     for (field, name, _) in INFO_FIELDS {
-        if let Some(v) = fields.get(field).and_then(|v| v.parse::<f64>().ok()) {
+        if let Some(v) = number(&fields, field) {
             out.add(&format!("redis_{name}"), &[], v)?;
         }
     }
     let get = |k: &str| fields.get(k).copied().unwrap_or_default();
-    let number = |k: &str| fields.get(k).and_then(|v| v.parse::<f64>().ok());
     for (field, name) in STATUS_FIELDS {
         if let Some(v) = fields.get(field) {
             out.add(
@@ -542,10 +546,13 @@ pub fn emit_info(info: &str, out: &mut ScrapeBatch<'_>) -> Result<(), CollectErr
             )?;
         }
     }
-    if let Some(us) = number("latest_fork_usec") {
+    if let Some(us) = number(&fields, "latest_fork_usec") {
         out.add("redis_latest_fork_seconds", &[], us / 1e6)?;
     }
-    if let (Some(now), Some(up)) = (number("server_time_usec"), number("uptime_in_seconds")) {
+    if let (Some(now), Some(up)) = (
+        number(&fields, "server_time_usec"),
+        number(&fields, "uptime_in_seconds"),
+    ) {
         out.add("redis_start_time_seconds", &[], (now / 1e6 - up).round())?;
     }
     let role = get("role");
@@ -595,17 +602,17 @@ pub fn emit_info(info: &str, out: &mut ScrapeBatch<'_>) -> Result<(), CollectErr
                 ("slave_port", kv.get("port").copied().unwrap_or_default()),
                 ("slave_state", kv.get("state").copied().unwrap_or_default()),
             ];
-            if let Some(o) = kv.get("offset").and_then(|o| o.parse::<f64>().ok()) {
+            if let Some(o) = number(&kv, "offset") {
                 out.add("redis_connected_slave_offset_bytes", &l, o)?;
             }
-            if let Some(lag) = kv.get("lag").and_then(|o| o.parse::<f64>().ok()) {
+            if let Some(lag) = number(&kv, "lag") {
                 out.add("redis_connected_slave_lag_seconds", &l, lag)?;
             }
         }
         // cmdstat_get:calls=1,usec=2,usec_per_call=2.00,rejected_calls=0,failed_calls=0
         if let Some(cmd) = k.strip_prefix("cmdstat_") {
             let kv = parse_kv_list(v);
-            let num = |f: &str| kv.get(f).and_then(|x| x.parse::<f64>().ok());
+            let num = |f: &str| number(&kv, f);
             let l = [("cmd", cmd)];
             if let Some(x) = num("calls") {
                 out.add("redis_commands_total", &l, x)?;
@@ -623,10 +630,7 @@ pub fn emit_info(info: &str, out: &mut ScrapeBatch<'_>) -> Result<(), CollectErr
         }
         // errorstat_ERR:count=1
         if let Some(err) = k.strip_prefix("errorstat_") {
-            if let Some(x) = parse_kv_list(v)
-                .get("count")
-                .and_then(|x| x.parse::<f64>().ok())
-            {
+            if let Some(x) = number(&parse_kv_list(v), "count") {
                 out.add("redis_errors_total", &[("err", err)], x)?;
             }
             continue;
@@ -647,7 +651,7 @@ pub fn emit_info(info: &str, out: &mut ScrapeBatch<'_>) -> Result<(), CollectErr
             }
             if let Some(stat) = fields.get(format!("cmdstat_{cmd}").as_str()) {
                 let kv = parse_kv_list(stat);
-                let num = |f: &str| kv.get(f).and_then(|x| x.parse::<f64>().ok());
+                let num = |f: &str| number(&kv, f);
                 if let (Some(usec), Some(calls)) = (num("usec"), num("calls")) {
                     out.add("redis_latency_percentiles_usec_sum", &[("cmd", cmd)], usec)?;
                     out.add(
@@ -666,7 +670,7 @@ pub fn emit_info(info: &str, out: &mut ScrapeBatch<'_>) -> Result<(), CollectErr
             }
             let kv = parse_kv_list(v);
             let l = [("db", *k)];
-            let num = |f: &str| kv.get(f).and_then(|x| x.parse::<f64>().ok());
+            let num = |f: &str| number(&kv, f);
             if let Some(x) = num("keys") {
                 out.add("redis_db_keys", &l, x)?;
             }
